@@ -1,0 +1,109 @@
+"""AsyncTcpConnection: an outgoing connection with the same callbacks as an accepted one.
+
+``AsyncTcpConnection("text://127.0.0.1:1234")`` resolves the scheme like a worker does;
+``connect()`` starts the connection in its own greenlet and returns at once. What is
+sent before the connection is up is queued and flushed when it is. A failed connect
+calls ``on_error(connection, 1, message)`` and then ``on_close``; ``reconnect(delay)``
+from ``on_close`` is the usual way to keep a link up.
+"""
+import _socket
+import errno
+import os
+import sys
+
+import gevent
+from gevent import get_hub, spawn
+from gevent import socket as gsocket
+
+from geventman.connection.tcp import CONNECT_FAIL, ConnectionClosed, State, TcpConnection
+from geventman.protocols import resolve, split_address
+from geventman.runtime import call
+
+
+class AsyncTcpConnection(TcpConnection):
+    connect_timeout = 10
+
+    def __init__(self, address, context=None):
+        scheme, host, port = split_address(address)
+        app_dir = os.path.dirname(os.path.abspath(sys._getframe(1).f_code.co_filename))
+        self._setup(resolve(scheme, app_dir))
+        self.state = State.INITIAL
+        self.remote_uri = address
+        self.context = context or {}
+        self._remote_address = (host, port)
+        self._reconnect_timer = None
+
+    def get_remote_host(self):
+        return self._remote_address[0]
+
+    def connect(self):
+        if self.state is not State.INITIAL:
+            return
+        self.state = State.CONNECTING
+        self._register()
+        self._reader = spawn(self._connect_and_serve)
+
+    def reconnect(self, delay=0):
+        """Connect again, now or after ``delay`` seconds (cancels an earlier reconnect)."""
+        self.cancel_reconnect()
+        if self.state is not State.CLOSED and self.state is not State.INITIAL:
+            self.destroy()
+            self.cancel_reconnect()
+        self.state = State.INITIAL
+        self._reset_buffers()
+        self._paused = False
+        if delay > 0:
+            self._reconnect_timer = gevent.spawn_later(delay, self.connect)
+        else:
+            self.connect()
+
+    def cancel_reconnect(self):
+        if self._reconnect_timer is not None:
+            self._reconnect_timer.kill(block=False)
+            self._reconnect_timer = None
+
+    def _connect_and_serve(self):
+        try:
+            sock = self._open()
+        except ConnectionClosed:
+            return
+        except (OSError, gevent.Timeout) as error:
+            if self.state is State.CONNECTING:
+                call(self.on_error, self, CONNECT_FAIL, "connect %s:%s fail: %s" % (
+                    self._remote_address + (error,)))
+                self.destroy()
+            return
+        self._sock = sock
+        self._remote_address = sock.getpeername()[:2]
+        self.state = State.ESTABLISHED
+        if self._send_buffer:
+            self._start_writer()
+        call(getattr(self.protocol, "on_connect", None), self)
+        self._serve()
+
+    def _open(self):
+        host, port = self._remote_address
+        family, kind, proto, _, address = gsocket.getaddrinfo(
+            host, port, 0, _socket.SOCK_STREAM)[0]
+        sock = _socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            code = sock.connect_ex(address)
+            if code in (errno.EINPROGRESS, errno.EWOULDBLOCK):
+                hub = get_hub()
+                self._read_watcher = hub.loop.io(sock.fileno(), 2)
+                with gevent.Timeout(self.connect_timeout):
+                    hub.wait(self._read_watcher)
+                self._read_watcher.close()
+                self._read_watcher = None
+                code = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+            if code:
+                raise OSError(code, os.strerror(code))
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            return sock
+        except BaseException:
+            if self._read_watcher is not None:
+                self._read_watcher.close()
+                self._read_watcher = None
+            sock.close()
+            raise

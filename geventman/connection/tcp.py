@@ -1,0 +1,402 @@
+"""TcpConnection: one accepted TCP connection, read by its own greenlet.
+
+This module owns the socket. The greenlet of a connection waits on a libev io
+watcher, reads once per wake-up (one ``recv`` into the protocol, no second recv that
+would only raise EAGAIN), cuts packages with the protocol and calls ``on_message``
+for each, in that greenlet, so handlers may block. Writes go straight to the
+non-blocking socket; what the kernel does not take is queued and flushed from the
+hub by a write watcher, so ``send`` never blocks its caller on a slow peer.
+"""
+import _socket
+import enum
+import itertools
+
+from gevent import get_hub, getcurrent, spawn_raw
+from gevent.event import Event
+
+from geventman.log import log, log_exception
+from geventman.protocols.text import Text
+from geventman.runtime import call, statistics
+
+READ_SIZE = 65536
+CONNECT_FAIL = 1
+SEND_FAIL = 2
+
+
+class State(enum.Enum):
+    INITIAL = 0
+    CONNECTING = 1
+    ESTABLISHED = 2
+    CLOSING = 4
+    CLOSED = 8
+
+
+class ConnectionClosed(Exception):
+    """Thrown into a greenlet that waits on a connection that was destroyed."""
+
+
+CALLBACKS = ("on_connect", "on_message", "on_close", "on_error",
+             "on_buffer_full", "on_buffer_drain")
+
+
+class TcpConnection:
+    """A client connection accepted by a worker. Any attribute may be set on it."""
+
+    default_max_send_buffer_size = 1 << 20
+    default_max_package_size = 10 << 20
+    connections = {}
+    _ids = itertools.count(1)
+
+    on_connect = on_message = on_close = on_error = None
+    on_buffer_full = on_buffer_drain = None
+
+    def __init__(self, sock, remote_address, worker=None, protocol=None):
+        self._setup(protocol)
+        self.worker = worker
+        self._sock = sock
+        self._remote_address = remote_address
+        self.state = State.ESTABLISHED
+        if worker is not None:
+            for name in worker.connection_callbacks:
+                setattr(self, name, getattr(worker, name))
+        self._register()
+
+    def _setup(self, protocol):
+        self.id = next(TcpConnection._ids)
+        self.worker = None
+        self.protocol = protocol
+        self.transport = "tcp"
+        self.max_send_buffer_size = self.default_max_send_buffer_size
+        self.max_package_size = self.default_max_package_size
+        self.bytes_read = self.bytes_written = 0
+        self._sock = None
+        self._registered = False
+        self._reader = None
+        self._read_watcher = self._write_watcher = None
+        self._paused = False
+        self._resumed = None
+        self._busy = False
+        self._reset_buffers()
+
+    def _reset_buffers(self):
+        self._recv_buffer = b""
+        self._pending = None
+        self._package_length = 0
+        self._send_buffer = bytearray()
+
+    def _register(self):
+        if not self._registered:
+            self._registered = True
+            TcpConnection.connections[self.id] = self
+            statistics["connections"] += 1
+
+    def _unregister(self):
+        if self._registered:
+            self._registered = False
+            TcpConnection.connections.pop(self.id, None)
+            statistics["connections"] -= 1
+
+    # -- reading ---------------------------------------------------------------
+
+    def _serve(self):
+        """Body of the connection's greenlet: on_connect, then read until closed."""
+        self._reader = getcurrent()
+        hub = get_hub()
+        watcher = self._read_watcher = hub.loop.io(self._sock.fileno(), 1)
+        recv = self._sock.recv
+        call(self.on_connect, self)
+        try:
+            while self.state is State.ESTABLISHED:
+                if self._paused:
+                    self._wait_resumed()
+                    continue
+                hub.wait(watcher)
+                if self.state is not State.ESTABLISHED or self._paused:
+                    continue
+                try:
+                    data = recv(READ_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    self.destroy()
+                    break
+                self.bytes_read += len(data)
+                self._feed(data)
+        except ConnectionClosed:
+            pass
+
+    def _wait_resumed(self):
+        if self._resumed is None:
+            self._resumed = Event()
+        self._resumed.clear()
+        self._resumed.wait()
+        if self.state is State.ESTABLISHED and not self._paused:
+            self._feed(b"")  # input that arrived before the pause goes first
+
+    def _feed(self, data):
+        protocol = self.protocol
+        if protocol is None:
+            statistics["total_request"] += 1
+            self._deliver(data)
+        elif protocol is Text:
+            self._feed_lines(data)
+        else:
+            self._feed_packages(data)
+
+    def _deliver(self, message):
+        self._busy = True
+        call(self.on_message, self, message)
+        self._busy = False
+
+    def _feed_lines(self, data):
+        """text:// fast path: the same rules as Text.input/decode, without the calls."""
+        buffer = self._recv_buffer + data if self._recv_buffer else data
+        start = 0
+        while not self._paused and self.state is State.ESTABLISHED:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if end + 1 - start > self.max_package_size:
+                return self._bad_package(end + 1 - start)
+            line = buffer[start:end].rstrip(b"\r\n")
+            start = end + 1
+            statistics["total_request"] += 1
+            self._deliver(line.decode("utf-8", "replace"))
+        rest = buffer[start:] if start else buffer
+        if len(rest) >= self.max_package_size:
+            return self._bad_package(len(rest))
+        self._recv_buffer = rest
+
+    def _feed_packages(self, data):
+        if self._pending is not None:
+            # A package of known length is still incomplete: collect, join once.
+            self._pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size < self._package_length:
+                return
+            buffer = b"".join(self._pending)
+            self._pending = None
+        else:
+            buffer = self._recv_buffer + data if self._recv_buffer else data
+        while buffer and not self._paused and self.state is State.ESTABLISHED:
+            protocol = self.protocol  # input() may switch it (HTTP upgrade)
+            length = self._package_length
+            if not length:
+                try:
+                    length = protocol.input(buffer, self)
+                except Exception:
+                    log_exception("%s.input failed" % protocol.__name__)
+                    return self.destroy()
+                if self.state is State.CLOSED:
+                    return None
+                if length is False:
+                    return self._bad_package(length)
+                if not length:
+                    if len(buffer) >= self.max_package_size:
+                        return self._bad_package(len(buffer))
+                    break
+                if length < 0 or length > self.max_package_size:
+                    return self._bad_package(length)
+                self._package_length = length
+            if len(buffer) < length:
+                self._pending, self._pending_size = [buffer], len(buffer)
+                buffer = b""
+                break
+            if len(buffer) == length:
+                package, buffer = buffer, b""
+            else:
+                package, buffer = buffer[:length], buffer[length:]
+            self._package_length = 0
+            statistics["total_request"] += 1
+            try:
+                message = protocol.decode(package, self)
+            except Exception:
+                statistics["throw_exception"] += 1
+                log_exception("%s.decode failed" % protocol.__name__)
+                return self.destroy()
+            self._deliver(message)
+        self._recv_buffer = buffer
+        return None
+
+    def _bad_package(self, length):
+        log("bad package from %s:%s (package length %r), closing" % (
+            self.get_remote_ip(), self.get_remote_port(), length))
+        self.destroy()
+
+    def pause_recv(self):
+        """Stop reading; the kernel buffer fills and the peer is slowed down by TCP."""
+        self._paused = True
+
+    def resume_recv(self):
+        self._paused = False
+        if self._resumed is not None:
+            self._resumed.set()
+
+    # -- writing ---------------------------------------------------------------
+
+    def send(self, data, raw=False):
+        """True: written now; None: queued; False: closed, or the buffer was full."""
+        state = self.state
+        if state is State.CLOSING or state is State.CLOSED:
+            return False
+        if not raw and self.protocol is not None:
+            data = self.protocol.encode(data, self)
+            if not data:
+                return None
+        if isinstance(data, str):
+            data = data.encode()
+        if state is not State.ESTABLISHED or self._send_buffer:
+            return self._queue(data)
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as error:
+            self._send_failed(error)
+            return False
+        self.bytes_written += sent
+        if sent == len(data):
+            return True
+        return self._queue(data[sent:])
+
+    def _queue(self, data):
+        buffer = self._send_buffer
+        if len(buffer) >= self.max_send_buffer_size:
+            statistics["send_fail"] += 1
+            call(self.on_error, self, SEND_FAIL, "send buffer full and drop package")
+            return False
+        buffer += data
+        if self.state is State.ESTABLISHED:
+            self._start_writer()
+        if len(buffer) >= self.max_send_buffer_size:
+            call(self.on_buffer_full, self)
+        return None
+
+    def _start_writer(self):
+        if self._write_watcher is None:
+            self._write_watcher = get_hub().loop.io(self._sock.fileno(), 2)
+        if not self._write_watcher.active:
+            self._write_watcher.start(self._on_writable)
+
+    def _on_writable(self):
+        """Runs in the hub: flush what the socket takes, never block, never call user code."""
+        try:
+            sent = self._sock.send(self._send_buffer)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self._write_watcher.stop()
+            spawn_raw(self._send_failed, error)
+            return
+        self.bytes_written += sent
+        del self._send_buffer[:sent]
+        if self._send_buffer:
+            return
+        self._write_watcher.stop()
+        if self.on_buffer_drain is not None:
+            spawn_raw(call, self.on_buffer_drain, self)
+        if self.state is State.CLOSING:
+            spawn_raw(self.destroy)
+
+    def _send_failed(self, error):
+        if self.state is State.CLOSED:
+            return
+        statistics["send_fail"] += 1
+        call(self.on_error, self, SEND_FAIL, "client closed: %s" % error)
+        self.destroy()
+
+    # -- closing ---------------------------------------------------------------
+
+    def close(self, data=None, raw=False):
+        """Send ``data`` if given, flush what is queued, then close."""
+        if self.state is State.INITIAL or self.state is State.CONNECTING:
+            return self.destroy()
+        if self.state is not State.ESTABLISHED:
+            return None
+        if data is not None:
+            self.send(data, raw)
+        self.state = State.CLOSING
+        if not self._send_buffer:
+            self.destroy()
+        return None
+
+    def destroy(self):
+        """Close now, dropping what is queued. on_close runs exactly once."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        watchers = (self._read_watcher, self._write_watcher)
+        self._read_watcher = self._write_watcher = None
+        sock, self._sock = self._sock, None
+        get_hub().cancel_waits_close_and_then(
+            watchers, ConnectionClosed, sock.close if sock is not None else _nothing)
+        if self._resumed is not None:
+            self._resumed.set()
+        self._send_buffer = bytearray()
+        self._unregister()
+        if getcurrent() is get_hub():
+            spawn_raw(self._closed)
+        else:
+            self._closed()
+
+    def _closed(self):
+        call(self.on_close, self)
+        call(getattr(self.protocol, "on_close", None), self)
+        if self.worker is not None:
+            self.worker.connection_closed(self)
+
+    def is_idle(self):
+        """Between requests: nothing half-read, no handler running, nothing queued."""
+        return not (self._busy or self._recv_buffer or self._pending or self._send_buffer)
+
+    # -- addresses and plumbing ------------------------------------------------
+
+    def get_remote_ip(self):
+        return self._remote_address[0]
+
+    def get_remote_port(self):
+        return self._remote_address[1]
+
+    def get_remote_address(self):
+        return "%s:%s" % self._remote_address[:2]
+
+    def _local(self):
+        if self._local_address is None and self._sock is not None:
+            self._local_address = self._sock.getsockname()
+        return self._local_address or ("", 0)
+
+    _local_address = None
+
+    def get_local_ip(self):
+        return self._local()[0]
+
+    def get_local_port(self):
+        return self._local()[1]
+
+    def get_send_buffer_size(self):
+        return len(self._send_buffer)
+
+    def pipe(self, dest):
+        """Forward everything read here to ``dest``, with back-pressure both ways."""
+        self.on_message = lambda connection, data: dest.send(data)
+        self.on_close = lambda connection: dest.close()
+        dest.on_buffer_full = lambda connection: self.pause_recv()
+        dest.on_buffer_drain = lambda connection: self.resume_recv()
+
+    def __repr__(self):
+        return "<%s #%d %s %s>" % (type(self).__name__, self.id, self.state.name,
+                                   getattr(self, "_remote_address", None))
+
+
+def _nothing():
+    pass
+
+
+def accepted_socket(fd):
+    """Wrap an accepted fd as the raw non-blocking socket connections use."""
+    sock = _socket.socket(fileno=fd)
+    sock.setblocking(False)
+    sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+    return sock

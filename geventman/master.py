@@ -1,0 +1,223 @@
+"""The master: forks the children, watches them, and acts on signals.
+
+Signal handlers only queue the signal's name; ``run`` takes events off one queue
+and dispatches by name (``handle_stop``, ``handle_reload``...), like gunicorn's
+arbiter. The master knows processes, signals, the pid file and the status files;
+workers are opaque to it beyond ``bind_listeners``, ``close_listeners``,
+``run_child`` and a few plain attributes (name, count, reloadable, listen_address).
+"""
+import os
+import platform
+import signal
+import time
+
+import gevent
+import gevent.os
+import gevent.queue
+
+from geventman import pidfile, proctitle, signals, status
+from geventman.log import log
+from geventman.timer import Timer
+from geventman.version import __version__
+
+
+def reload_order(children, reloadable):
+    """Pids to replace one at a time, in slot order; ``reloadable(worker)`` filters."""
+    chosen = [(worker_index, slot, pid) for pid, (worker_index, slot, worker)
+              in children.items() if reloadable(worker)]
+    return [pid for _, _, pid in sorted(chosen)]
+
+
+def count_exit(exits, name, code):
+    """Record one exit: ``exits[name][code] += 1``; codes are raw wait statuses."""
+    per_worker = exits.setdefault(name, {})
+    per_worker[str(code)] = per_worker.get(str(code), 0) + 1
+
+
+class Master:
+    def __init__(self, workers, config, start_file):
+        self.workers = list(workers)
+        self.config = config
+        self.start_file = start_file
+        self.status_dir = config.pid_file + ".status"
+        self.children = {}              # pid -> (worker index, slot, worker)
+        self.exits = {worker.name: {} for worker in self.workers}
+        self.events = gevent.queue.Queue()
+        self.stopping = None            # None, "stop" or "graceful_stop"
+        self.reload_queue = []
+        self.reload_signal = None
+        self.replacing = None
+        self.start_time = time.time()
+        self._signal_handles = []
+        self._killers = {}
+
+    # -- start ---------------------------------------------------------------
+
+    def bind(self):
+        """Bind every listening socket; raises OSError (port in use...) before any fork."""
+        try:
+            for worker in self.workers:
+                worker.bind_listeners()
+        except BaseException:
+            for worker in self.workers:
+                worker.close_listeners()
+            raise
+
+    def run(self):
+        """Fork the children and serve signals until stopped; returns the exit code."""
+        proctitle.set_title("geventman: master process  start_file=%s" % self.start_file)
+        pidfile.write(self.config.pid_file, os.getpid())
+        os.makedirs(self.status_dir, exist_ok=True)
+        for number, action, _, _ in signals.SIGNALS:
+            self._signal_handles.append(
+                gevent.signal_handler(number, self.events.put, ("signal", action)))
+        log("geventman[%s] start" % self.start_file)
+        for index, worker in enumerate(self.workers):
+            for slot in range(worker.count):
+                self.spawn(index, worker, slot)
+        try:
+            self._loop()
+        finally:
+            self._finish()
+        return 0
+
+    def _loop(self):
+        while not (self.stopping and not self.children):
+            try:
+                event = self.events.get(timeout=1)
+            except gevent.queue.Empty:
+                continue
+            if event[0] == "signal":
+                getattr(self, "handle_" + event[1])()
+            else:
+                self.reap(*event[1:])
+
+    def spawn(self, index, worker, slot):
+        pid = gevent.os.fork_and_watch(callback=self._child_exited)
+        if pid == 0:
+            self._become_child()
+            worker.run_child(slot, self.workers, self.status_dir)  # never returns
+        self.children[pid] = (index, slot, worker)
+        return pid
+
+    def _child_exited(self, watcher):
+        self.events.put(("exit", watcher.pid, watcher.rstatus))
+
+    def _become_child(self):
+        for handle in self._signal_handles:
+            handle.cancel()
+        for killer in self._killers.values():
+            killer.kill(block=False)
+        Timer.delete_all()
+
+    # -- children ------------------------------------------------------------
+
+    def reap(self, pid, code):
+        entry = self.children.pop(pid, None)
+        if entry is None:
+            return
+        index, slot, worker = entry
+        killer = self._killers.pop(pid, None)
+        if killer is not None:
+            killer.kill(block=False)
+        count_exit(self.exits, worker.name, code)
+        if code != 0:
+            log("worker[%s:%d] exit with status %d" % (worker.name, pid, code))
+        if not self.stopping:
+            self.spawn(index, worker, slot)
+        if pid == self.replacing:
+            self.replacing = None
+            self._reload_next()
+
+    def _kill_later(self, pid, timeout):
+        def kill():
+            if pid in self.children:
+                log("worker[%d] did not stop within %ss, sending SIGKILL" % (pid, timeout))
+                _signal(pid, signal.SIGKILL)
+        self._killers[pid] = gevent.spawn_later(timeout, kill)
+
+    # -- signal handlers -----------------------------------------------------
+
+    def handle_stop(self):
+        self._stop("stop")
+
+    def handle_graceful_stop(self):
+        self._stop("graceful_stop")
+
+    def _stop(self, how):
+        if self.stopping == "stop":
+            return
+        self.stopping = how
+        self.reload_queue = []
+        log("geventman[%s] stopping (%s)" % (self.start_file, how.replace("_", " ")))
+        for pid in list(self.children):
+            _signal(pid, signals.NUMBER[how])
+            if how == "stop":
+                self._kill_later(pid, self.config.stop_timeout)
+
+    def handle_reload(self):
+        self._reload("reload")
+
+    def handle_graceful_reload(self):
+        self._reload("graceful_reload")
+
+    def _reload(self, how):
+        if self.stopping or self.reload_queue or self.replacing:
+            log("reload ignored: already %s" % ("stopping" if self.stopping else "reloading"))
+            return
+        log("geventman[%s] reloading" % self.start_file)
+        self.reload_signal = signals.NUMBER[how]
+        for pid, (_, _, worker) in list(self.children.items()):
+            if not worker.reloadable:
+                _signal(pid, self.reload_signal)  # it only runs on_worker_reload
+        self.reload_queue = reload_order(self.children, lambda worker: worker.reloadable)
+        self._reload_next()
+
+    def _reload_next(self):
+        while self.reload_queue:
+            pid = self.reload_queue.pop(0)
+            if pid in self.children:
+                self.replacing = pid
+                _signal(pid, self.reload_signal)
+                if self.reload_signal == signals.NUMBER["reload"]:
+                    self._kill_later(pid, self.config.stop_timeout + 1)
+                return
+        log("geventman[%s] reload done" % self.start_file)
+
+    def handle_status(self):
+        status.write_json(os.path.join(self.status_dir, "master.json"), self.report())
+        self._forward("status")
+
+    def handle_connections(self):
+        status.write_json(os.path.join(self.status_dir, "master.json"), self.report())
+        self._forward("connections")
+
+    def _forward(self, action):
+        for pid in list(self.children):
+            _signal(pid, signals.NUMBER[action])
+
+    def report(self):
+        return {
+            "version": __version__, "python": platform.python_version(),
+            "start_time": self.start_time, "load": list(os.getloadavg()),
+            "master_pid": os.getpid(),
+            "workers": [{"name": w.name, "listen": w.listen_address, "count": w.count}
+                        for w in self.workers],
+            "children": [{"pid": pid, "name": worker.name, "listen": worker.listen_address,
+                          "id": slot} for pid, (_, slot, worker) in sorted(
+                              self.children.items(), key=lambda item: item[1][:2])],
+            "exits": self.exits,
+        }
+
+    def _finish(self):
+        for worker in self.workers:
+            worker.close_listeners()
+        pidfile.remove(self.config.pid_file, os.getpid())
+        log("geventman[%s] has been stopped" % self.start_file)
+
+
+def _signal(pid, number):
+    try:
+        os.kill(pid, number)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,46 @@
+"""Where command output goes: the terminal, or, while ``start -d`` detaches, a pipe
+back to the launching process, which prints it and exits with the reported status."""
+import os
+import sys
+
+_pipe = None
+
+
+def use_pipe(fd):
+    global _pipe
+    _pipe = fd
+
+
+def say(text):
+    if _pipe is not None:
+        os.write(_pipe, (text + "\n").encode())
+    else:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
+def finish(code):
+    """Tell the launcher how the start went; later output goes to Worker.stdout_file."""
+    global _pipe
+    if _pipe is not None:
+        os.write(_pipe, b"\0%d\n" % code)
+        os.close(_pipe)
+        _pipe = None
+
+
+def relay(fd):
+    """Launcher side: print what the daemon reports; return its status (1 if it died)."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    text, _, code = b"".join(chunks).partition(b"\0")
+    sys.stdout.write(text.decode(errors="replace"))
+    sys.stdout.flush()
+    try:
+        return int(code.strip())
+    except ValueError:
+        sys.stdout.write("the daemon exited before it reported its start\n")
+        return 1

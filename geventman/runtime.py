@@ -1,0 +1,27 @@
+"""Per-process counters and the guard around user callbacks.
+
+The counters are what ``status`` shows for each process (Workerman's
+``ConnectionInterface::$statistics``). Every user callback goes through ``call``:
+an exception is logged with its traceback and counted, and never travels further,
+so one bad handler cannot take the process or other connections with it.
+"""
+from geventman.log import log_exception
+
+statistics = {"connections": 0, "total_request": 0, "send_fail": 0, "throw_exception": 0}
+
+
+def call(callback, *args):
+    """Run a user callback; return its result, or None if it raised."""
+    if callback is None:
+        return None
+    try:
+        return callback(*args)
+    except Exception:  # user code: anything may escape it
+        statistics["throw_exception"] += 1
+        log_exception("exception in %s" % getattr(callback, "__qualname__", callback))
+        return None
+
+
+def reset():
+    for key in statistics:
+        statistics[key] = 0

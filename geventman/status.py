@@ -1,0 +1,140 @@
+"""Status and connection reports: files written by the processes, read by the CLI.
+
+``status`` makes the master write ``master.json`` (global facts and its children) and
+each child write ``<pid>.json`` (its counters) into the status folder next to the pid
+file. The CLI waits a bounded time for them; a child that does not answer in time
+(stuck in a handler) is shown as busy instead of hanging the command.
+"""
+import json
+import os
+import time
+
+BUSY = "[busy]"
+
+
+def write_json(path, data):
+    temporary = "%s.%d.tmp" % (path, os.getpid())
+    with open(temporary, "w") as handle:
+        json.dump(data, handle)
+    os.replace(temporary, path)
+
+
+def read_json(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def clear(directory):
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
+def collect(directory, suffix, timeout=1.0):
+    """Wait for master.json, then for one ``<pid><suffix>`` per child; bounded by timeout."""
+    deadline = time.monotonic() + timeout
+    master = None
+    while master is None and time.monotonic() < deadline:
+        master = read_json(os.path.join(directory, "master.json"))
+        time.sleep(0.01)
+    if master is None:
+        return None, {}
+    answers = {}
+    pids = [child["pid"] for child in master["children"]]
+    while time.monotonic() < deadline + timeout:
+        for pid in pids:
+            if pid not in answers:
+                answer = read_json(os.path.join(directory, "%d%s" % (pid, suffix)))
+                if answer is not None:
+                    answers[pid] = answer
+        if len(answers) == len(pids):
+            break
+        time.sleep(0.01)
+    return master, answers
+
+
+def memory_of(pid):
+    try:
+        import psutil
+        return psutil.Process(pid).memory_info().rss
+    except Exception:  # gone, or psutil missing: the column says N/A
+        return None
+
+
+def process_rows(master, answers):
+    """One dict per child: the child's own report, or a busy placeholder."""
+    rows = []
+    for child in master["children"]:
+        row = answers.get(child["pid"]) or {
+            "pid": child["pid"], "name": child["name"], "listen": child["listen"],
+            "connections": None, "total_request": None, "send_fail": None,
+            "throw_exception": None, "timers": None, "busy": True}
+        row.setdefault("busy", False)
+        row["memory"] = memory_of(child["pid"])
+        rows.append(row)
+    return rows
+
+
+def _megabytes(value):
+    return "N/A" if value is None else "%.2fM" % (value / 1048576.0)
+
+
+def _cell(value):
+    return "N/A" if value is None else str(value)
+
+
+def render(master, rows, qps=None):
+    """The text of ``status``: Workerman's GLOBAL STATUS and PROCESS STATUS blocks."""
+    started = master["start_time"]
+    uptime = int(time.time() - started)
+    lines = [
+        "-" * 40 + "GLOBAL STATUS" + "-" * 40,
+        "geventman version:%s          Python version:%s" % (master["version"], master["python"]),
+        "start time:%s   run %d days %d hours %d minutes" % (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+            uptime // 86400, uptime % 86400 // 3600, uptime % 3600 // 60),
+        "load average: %s" % ", ".join("%.2f" % x for x in master["load"]),
+        "%d workers       %d processes" % (len(master["workers"]), len(master["children"])),
+        "%-20s %-12s %s" % ("worker_name", "exit_status", "exit_count"),
+    ]
+    for name, counts in master["exits"].items():
+        if not counts:
+            lines.append("%-20s %-12s %s" % (name, 0, 0))
+        for code, count in sorted(counts.items(), key=lambda item: int(item[0])):
+            lines.append("%-20s %-12s %s" % (name, code, count))
+    lines.append("-" * 40 + "PROCESS STATUS" + "-" * 39)
+    columns = ("pid", "memory", "listening", "worker_name", "connections", "send_fail",
+               "timers", "total_request", "throw_exception", "qps", "status")
+    lines.append("%-8s%-9s%-28s%-14s%-13s%-11s%-8s%-15s%-17s%-8s%s" % columns)
+    for row in rows:
+        lines.append("%-8s%-9s%-28s%-14s%-13s%-11s%-8s%-15s%-17s%-8s%s" % (
+            row["pid"], _megabytes(row["memory"]), row["listen"][:27], row["name"][:13],
+            _cell(row["connections"]), _cell(row["send_fail"]), _cell(row["timers"]),
+            _cell(row["total_request"]), _cell(row["throw_exception"]),
+            _cell((qps or {}).get(row["pid"], 0)), BUSY if row["busy"] else "[idle]"))
+    lines.append("-" * 93)
+    return "\n".join(lines)
+
+
+def render_connections(master, answers):
+    header = "%-8s%-12s%-6s%-6s%-10s%-8s%-10s%-10s%-13s%-22s%s" % (
+        "PID", "Worker", "CID", "Trans", "Protocol", "Send-Q", "Bytes-R", "Bytes-W",
+        "Status", "Local Address", "Foreign Address")
+    lines = [header]
+    for child in master["children"]:
+        rows = answers.get(child["pid"])
+        if rows is None:
+            lines.append("%-8s%-12s %s" % (child["pid"], child["name"][:11], BUSY))
+            continue
+        for row in rows:
+            lines.append("%-8s%-12s%-6s%-6s%-10s%-8s%-10s%-10s%-13s%-22s%s" % (
+                child["pid"], row["worker"][:11], row["id"], row["transport"],
+                row["protocol"][:9], row["send_q"], row["bytes_read"], row["bytes_written"],
+                row["state"], row["local"], row["remote"]))
+    return "\n".join(lines)

@@ -1,0 +1,391 @@
+"""Worker: one listening service, run by ``count`` child processes.
+
+The master owns the listening sockets: for each worker it binds one SO_REUSEPORT
+socket per child slot before forking and keeps it open for the life of the server.
+The kernel spreads new connections evenly over the slots, and when a child is
+replaced its slot's socket stays open in the master, so connections that arrive in
+between wait in that socket's queue for the replacement instead of being refused or
+reset (closing a SO_REUSEPORT socket resets its queue: net.ipv4.tcp_migrate_req is
+off by default). A Worker knows sockets and callbacks, never other processes; the
+master calls ``bind_listeners`` before forking and ``run_child`` in each child.
+"""
+import _socket
+import errno
+import fcntl
+import os
+import random
+import struct
+import sys
+import termios
+import time
+
+import gevent
+import gevent.event
+from gevent import get_hub, spawn_raw
+
+from geventman import proctitle, runtime, signals, status
+from geventman.connection.tcp import CALLBACKS, TcpConnection, accepted_socket
+from geventman.connection.udp import UdpConnection
+from geventman.log import log, log_exception
+from geventman.protocols import TRANSPORTS, resolve, split_address
+from geventman.runtime import call, statistics
+from geventman.timer import Timer
+
+ACCEPTS_PER_WAKEUP = 64
+UDP_READ_SIZE = 65535
+BACKLOG = 102400  # as Workerman; the kernel caps it at net.core.somaxconn
+
+
+class Worker:
+    """``Worker("text://0.0.0.0:1234")``: set ``count`` and the ``on_*`` callbacks."""
+
+    # Settings of the whole server (class attributes, as Workerman's statics).
+    daemonize = False
+    stdout_file = os.devnull
+    pid_file = None      # default: geventman.pid next to start.py
+    log_file = None      # default: geventman.log next to start.py
+    stop_timeout = 2     # seconds a child gets to stop before SIGKILL
+
+    _all = []            # every Worker made in this process, in order
+    _running = []        # the workers serving in this child process
+
+    connection_callbacks = CALLBACKS
+
+    def __init__(self, address="", context=None):
+        self.address = address
+        self.context = context or {}
+        self.count = 1
+        self.name = "none"
+        self.user = ""
+        self.group = ""
+        self.reloadable = True
+        self.reuse_port = False
+        self.protocol = None
+        self.id = 0
+        self.connections = {}
+        self.on_worker_start = self.on_worker_stop = self.on_worker_reload = None
+        self.on_connect = self.on_message = self.on_close = self.on_error = None
+        self.on_buffer_full = self.on_buffer_drain = None
+        self.app_dir = os.path.dirname(os.path.abspath(sys._getframe(1).f_code.co_filename))
+        self.scheme, self.transport = "", "tcp"
+        if address:
+            self.scheme, self.host, self.port = split_address(address)
+            if self.scheme.lower() in TRANSPORTS:
+                self.transport = self.scheme.lower()
+        self._listeners = []      # sockets bound by the master, one per slot
+        self._socket = None       # the socket this process accepts on
+        self._watcher = None
+        self._stopping = False
+        Worker._all.append(self)
+
+    # -- in the master -------------------------------------------------------
+
+    def bind_listeners(self):
+        """Bind one socket per child slot (master side, before forking)."""
+        if not self.address or self.reuse_port:
+            return
+        first = self._bind(self.port)
+        port = first.getsockname()[1]
+        self._listeners = [first] + [self._bind(port) for _ in range(self.count - 1)]
+
+    def close_listeners(self):
+        for sock in self._listeners:
+            sock.close()
+        self._listeners = []
+
+    def _bind(self, port):
+        if self.transport == "ssl":
+            raise ValueError("transport 'ssl' is not supported yet; terminate TLS in front")
+        family = _socket.AF_INET6 if ":" in self.host else _socket.AF_INET
+        kind = _socket.SOCK_DGRAM if self.transport == "udp" else _socket.SOCK_STREAM
+        sock = _socket.socket(family, kind)
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
+            sock.bind((self.host, port))
+            if kind == _socket.SOCK_STREAM:
+                sock.listen(BACKLOG)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)  # a blocking listener would freeze the hub
+        return sock
+
+    @property
+    def listen_address(self):
+        return self.address or "none"
+
+    # -- in a child ----------------------------------------------------------
+
+    def run_child(self, slot, siblings, status_dir):
+        """Body of a child process; never returns."""
+        code = 0
+        try:
+            for worker in siblings:
+                if worker is not self:
+                    worker.close_listeners()
+            self._socket = self._listeners[slot] if self._listeners else None
+            for sock in self._listeners:
+                if sock is not self._socket:
+                    sock.close()
+            self._listeners = []
+            code = self._serve_child(slot, status_dir)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        except BaseException:
+            log_exception("worker[%s] crashed" % self.name)
+            code = 250
+        finally:
+            _flush_std()
+            os._exit(code)
+
+    def _serve_child(self, slot, status_dir):
+        self.id = slot
+        random.seed()
+        Timer.delete_all()
+        runtime.reset()
+        proctitle.set_title("geventman: worker process  %s %s" % (self.name, self.listen_address))
+        self._drop_privileges()
+        child = _Child(status_dir)
+        child.install()
+        try:
+            self.protocol = resolve(self.scheme, self.app_dir) if self.address else None
+            if self.on_worker_start is not None:
+                self.on_worker_start(self)
+        except Exception:
+            log_exception("worker[%s] on_worker_start failed" % self.name)
+            time.sleep(1)  # do not respawn in a tight loop
+            return 250
+        if self.address and self._watcher is None:
+            self.listen()
+        if self not in Worker._running:
+            Worker._running.append(self)
+        return child.wait()
+
+    def listen(self):
+        """Start accepting in this process (also usable inside on_worker_start)."""
+        if not self.address or self._watcher is not None:
+            return
+        if self.protocol is None:
+            self.protocol = resolve(self.scheme, self.app_dir)
+        if self._socket is None:
+            self._socket = self._bind(self.port)
+        self._watcher = get_hub().loop.io(self._socket.fileno(), 1)
+        handler = self._on_datagrams if self.transport == "udp" else self._on_acceptable
+        self._watcher.start(handler)
+        if self not in Worker._running:
+            Worker._running.append(self)
+
+    def unlisten(self):
+        """Stop accepting. This process's copy of the socket is closed; the master's
+        copy keeps queued connections for the next child of this slot."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher.close()
+            self._watcher = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def _on_acceptable(self):
+        """Runs in the hub: take what is queued, one greenlet per connection."""
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                fd, address = self._socket._accept()
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if error.errno not in (errno.ECONNABORTED, errno.EINTR):
+                    log("accept on %s failed: %s" % (self.address, error))
+                return
+            connection = TcpConnection(accepted_socket(fd), address, self, self.protocol)
+            self.connections[connection.id] = connection
+            spawn_raw(connection._serve)
+
+    def _on_datagrams(self):
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                data, address = self._socket.recvfrom(UDP_READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                log("recvfrom on %s failed: %s" % (self.address, error))
+                return
+            spawn_raw(self._datagram, data, address)
+
+    def _datagram(self, data, address):
+        connection = UdpConnection(self._socket, address, self, self.protocol)
+        statistics["total_request"] += 1
+        protocol = self.protocol
+        if protocol is None:
+            return call(self.on_message, connection, data)
+        while data:
+            try:
+                length = protocol.input(data, connection)
+                if length is False or not length or length < 0 or length > len(data):
+                    log("bad datagram from %s:%s, dropped" % address[:2])
+                    return None
+                message = protocol.decode(data[:length], connection)
+            except Exception:
+                log_exception("bad datagram from %s:%s, dropped" % address[:2])
+                return None
+            data = data[length:]
+            call(self.on_message, connection, message)
+        return None
+
+    def connection_closed(self, connection):
+        self.connections.pop(connection.id, None)
+        if self._stopping and not self.connections:
+            _Child.current.connections_gone()
+
+    def stop_accepting(self):
+        self._stopping = True
+        self.unlisten()
+        call(self.on_worker_stop, self)
+
+    def _drop_privileges(self):
+        if os.getuid() != 0 or not (self.user or self.group):
+            return
+        import grp
+        import pwd
+        user = pwd.getpwnam(self.user) if self.user else pwd.getpwuid(os.getuid())
+        gid = grp.getgrnam(self.group).gr_gid if self.group else user.pw_gid
+        os.setgid(gid)
+        os.initgroups(user.pw_name, gid)
+        os.setuid(user.pw_uid)
+
+    @classmethod
+    def run_all(cls):
+        """Parse the command line and run it: start, stop, reload, status..."""
+        from geventman import cli
+        sys.exit(cli.main(cls))
+
+
+class _Child:
+    """The process-wide part of a child: its signals, its stop modes, its status files."""
+
+    current = None
+
+    def __init__(self, status_dir):
+        self.status_dir = status_dir
+        self.done = gevent.event.Event()
+        self.code = 0
+        self.master_pid = os.getppid()
+        _Child.current = self
+
+    def install(self):
+        for number, action, _, _ in signals.SIGNALS:
+            gevent.signal_handler(number, getattr(self, "handle_" + action))
+        gevent.spawn(self._watch_master)
+
+    def wait(self):
+        self.done.wait()
+        return self.code
+
+    def _watch_master(self):
+        while not self.done.is_set():
+            gevent.sleep(1)
+            if os.getppid() != self.master_pid:
+                log("master %d is gone, worker stops" % self.master_pid)
+                self.handle_stop()
+
+    # Signal handlers (each runs in its own greenlet).
+
+    def handle_stop(self):
+        self._stop_workers()
+        for connection in list(TcpConnection.connections.values()):
+            connection.destroy()
+        self.done.set()
+
+    def handle_graceful_stop(self):
+        self._stop_workers()
+        self.connections_gone()
+
+    def handle_reload(self):
+        if self._reload_callbacks():
+            self._stop_workers()
+            self._close_when_idle(Worker.stop_timeout)
+            self.done.set()
+
+    def handle_graceful_reload(self):
+        if self._reload_callbacks():
+            self.handle_graceful_stop()
+
+    def handle_status(self):
+        status.write_json(os.path.join(self.status_dir, "%d.json" % os.getpid()),
+                          self.report())
+
+    def handle_connections(self):
+        rows = [connection_row(c) for c in TcpConnection.connections.values()]
+        status.write_json(os.path.join(self.status_dir, "%d.connections.json" % os.getpid()),
+                          rows)
+
+    def report(self):
+        worker = Worker._running[0] if Worker._running else None
+        return dict(statistics, pid=os.getpid(), timers=Timer.count(),
+                    name=worker.name if worker else "none",
+                    listen=worker.listen_address if worker else "none",
+                    id=worker.id if worker else 0)
+
+    def _reload_callbacks(self):
+        """Run on_worker_reload everywhere; True if this process is to be replaced."""
+        reloadable = True
+        for worker in Worker._running:
+            call(worker.on_worker_reload, worker)
+            reloadable = reloadable and worker.reloadable
+        return reloadable
+
+    def _stop_workers(self):
+        for worker in Worker._running:
+            if not worker._stopping:
+                worker.stop_accepting()
+
+    def connections_gone(self):
+        if not any(worker.connections for worker in Worker._running):
+            self.done.set()
+
+    def _close_when_idle(self, timeout):
+        """Close each connection once it is between requests; force the rest at timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            remaining = [c for w in Worker._running for c in list(w.connections.values())]
+            if not remaining:
+                return
+            for connection in remaining:
+                if connection.is_idle() and not _unread_bytes(connection):
+                    connection.close()
+            gevent.sleep(0.02)
+        for worker in Worker._running:
+            for connection in list(worker.connections.values()):
+                connection.destroy()
+
+
+def _unread_bytes(connection):
+    """Bytes that arrived but were not read yet (so the peer did send a request)."""
+    if connection._sock is None:
+        return 0
+    try:
+        packed = fcntl.ioctl(connection._sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return struct.unpack("i", packed)[0]
+
+
+def connection_row(connection):
+    worker = connection.worker
+    return {"id": connection.id, "worker": worker.name if worker else "none",
+            "transport": connection.transport,
+            "protocol": connection.protocol.__name__ if connection.protocol else "tcp",
+            "local": "%s:%s" % (connection.get_local_ip(), connection.get_local_port()),
+            "remote": connection.get_remote_address(),
+            "send_q": connection.get_send_buffer_size(),
+            "bytes_read": connection.bytes_read, "bytes_written": connection.bytes_written,
+            "state": connection.state.name}
+
+
+def _flush_std():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
