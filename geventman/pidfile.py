@@ -22,13 +22,18 @@ def read(path):
 
 
 def alive(pid):
+    """True if ``pid`` runs (a zombie, dead but not yet waited for, does not count)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def remove(path, pid):

@@ -1,0 +1,244 @@
+"""Shared helpers: throwaway projects started with the repository's own start.py.
+
+Every end-to-end test builds a project in a temporary folder (a copy of start.py
+plus the applications the test writes), starts it with ``python start.py start``
+on loopback, and stops it by pid: the master and every process it forked are
+remembered and killed by pid at teardown if still alive, so no test leaves
+processes behind. Waits poll a condition with a deadline; nothing sleeps blindly.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02, message="condition"):
+    """Poll ``predicate`` until it returns a true value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, message))
+        time.sleep(interval)
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+class LineClient:
+    """A blocking text:// client with a timeout on every read."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buffer = b""
+
+    def send(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def sendline(self, line):
+        self.send(line + "\n")
+
+    def recvline(self):
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed by server; buffered %r" % self.buffer)
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode()
+
+    def ask(self, line):
+        self.sendline(line)
+        return self.recvline()
+
+    def closed_by_peer(self, timeout=5.0):
+        """True once the server has closed the connection (EOF or reset)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Project:
+    """A temporary geventman project: start.py from the repository plus test apps."""
+
+    def __init__(self, root):
+        self.root = str(root)
+        shutil.copy(os.path.join(REPO, "start.py"), self.root)
+        os.makedirs(os.path.join(self.root, "applications"), exist_ok=True)
+        self.pids = set()
+        self.foreground = []
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def write(self, relative, text):
+        path = self.path(relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    def app(self, name, source, **files):
+        """Write applications/<name>/start.py and any other files (``events_py=...``
+        becomes events.py, ``protocols__jsonnl_py`` becomes protocols/jsonnl.py)."""
+        self.write("applications/%s/start.py" % name, source)
+        for key, text in files.items():
+            relative = key.replace("__", "/")
+            relative = relative[:-3] + ".py" if relative.endswith("_py") else relative
+            self.write("applications/%s/%s" % (name, relative), text)
+
+    @property
+    def pid_file(self):
+        return self.path("geventman.pid")
+
+    def command(self, *args, timeout=30, check=False):
+        result = subprocess.run([sys.executable, "start.py"] + list(args), cwd=self.root,
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError("start.py %s failed (%d):\n%s\n%s" % (
+                " ".join(args), result.returncode, result.stdout, result.stderr))
+        self._remember()
+        return result
+
+    def start(self, *args, ports=(), timeout=15):
+        """``start`` in the foreground (a child process of the test); waits for the
+        pid file and for every port in ``ports`` to accept."""
+        process = subprocess.Popen([sys.executable, "start.py", "start"] + list(args),
+                                   cwd=self.root, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        self.foreground.append(process)
+        self.pids.add(process.pid)
+        wait_until(lambda: self.master_pid() == process.pid or process.poll() is not None,
+                   timeout, message="master pid file")
+        if process.poll() is not None:
+            raise AssertionError("start exited %s:\n%s" % (process.returncode,
+                                                           process.stdout.read()))
+        for port in ports:
+            wait_until(lambda: port_open(port), timeout, message="port %d" % port)
+        self._remember()
+        return process
+
+    def start_daemon(self, *args, ports=(), timeout=15):
+        result = self.command("start", "-d", *args, timeout=timeout)
+        if result.returncode == 0:
+            wait_until(self.master_pid, timeout, message="daemon pid file")
+            for port in ports:
+                wait_until(lambda: port_open(port), timeout, message="port %d" % port)
+        self._remember()
+        return result
+
+    def master_pid(self):
+        try:
+            with open(self.pid_file) as handle:
+                pid = int(handle.read().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if psutil.pid_exists(pid) else None
+
+    def children(self):
+        pid = self.master_pid()
+        if pid is None:
+            return []
+        try:
+            found = [child.pid for child in psutil.Process(pid).children()]
+        except psutil.NoSuchProcess:
+            return []
+        self.pids.update(found)
+        return sorted(found)
+
+    def wait_children(self, count, timeout=10, exclude=()):
+        return wait_until(lambda: (lambda pids: pids if len(pids) == count and not
+                                   set(pids) & set(exclude) else None)(self.children()),
+                          timeout, message="%d children" % count)
+
+    def _remember(self):
+        pid = self.master_pid()
+        if pid:
+            self.pids.add(pid)
+            self.children()
+
+    def log(self):
+        try:
+            with open(self.path("geventman.log")) as handle:
+                return handle.read()
+        except OSError:
+            return ""
+
+    def status_json(self):
+        import json
+        result = self.command("status", "--json", check=True)
+        return json.loads(result.stdout)
+
+    def stop(self, *args):
+        result = self.command("stop", *args) if self.master_pid() else None
+        for process in self.foreground:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        return result
+
+    def cleanup(self):
+        self._remember()
+        if self.master_pid():
+            try:
+                self.command("stop", timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for process in self.foreground:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if process.stdout:
+                process.stdout.close()
+
+
+@pytest.fixture
+def project(tmp_path):
+    created = Project(tmp_path)
+    yield created
+    created.cleanup()
