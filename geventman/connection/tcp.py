@@ -15,6 +15,7 @@ from gevent import get_hub, getcurrent, spawn_raw
 from gevent.event import Event
 
 from geventman.log import log, log_exception
+from geventman.protocols import NOTHING
 from geventman.protocols.text import Text
 from geventman.runtime import call, statistics
 
@@ -216,7 +217,8 @@ class TcpConnection:
                 statistics["throw_exception"] += 1
                 log_exception("%s.decode failed" % protocol.__name__)
                 return self.destroy()
-            self._deliver(message)
+            if message is not NOTHING:
+                self._deliver(message)
         self._recv_buffer = buffer
         return None
 

@@ -21,6 +21,10 @@ import os
 import sys
 
 TRANSPORTS = ("tcp", "udp", "ssl")
+
+#: What ``decode`` returns for a package that carries no message for the application
+#: (a handshake, a control frame): the connection then does not call ``on_message``.
+NOTHING = type("Nothing", (), {"__repr__": lambda self: "NOTHING"})()
 _BUILTIN_MODULES = {"text": "text", "telnet": "text", "frame": "frame",
                     "http": "http", "websocket": "websocket", "ws": "ws"}
 _registered = {}
