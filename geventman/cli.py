@@ -111,6 +111,9 @@ def _running(config, quiet=False):
 def do_start(command, config, start_file):
     from geventman.master import Master
     from geventman.worker import Worker
+    if config.daemonize and not command.daemon:
+        # Detaching must happen before gevent is loaded: start again, as with -d.
+        os.execv(sys.executable, [sys.executable] + sys.argv + ["-d"])
     pid = _running(config, quiet=True)
     if pid is not None:
         say("geventman[%s] already running (master pid %d)" % (start_file, pid))

@@ -27,7 +27,7 @@ from geventman import proctitle, runtime, signals, status
 from geventman.connection.tcp import CALLBACKS, TcpConnection, accepted_socket
 from geventman.connection.udp import UdpConnection
 from geventman.log import log, log_exception
-from geventman.protocols import TRANSPORTS, resolve, split_address
+from geventman.protocols import TRANSPORTS, caller_dir, resolve, split_address
 from geventman.runtime import call, statistics
 from geventman.timer import Timer
 
@@ -66,7 +66,7 @@ class Worker:
         self.on_worker_start = self.on_worker_stop = self.on_worker_reload = None
         self.on_connect = self.on_message = self.on_close = self.on_error = None
         self.on_buffer_full = self.on_buffer_drain = None
-        self.app_dir = os.path.dirname(os.path.abspath(sys._getframe(1).f_code.co_filename))
+        self.app_dir = caller_dir()
         self.scheme, self.transport = "", "tcp"
         if address:
             self.scheme, self.host, self.port = split_address(address)
@@ -351,8 +351,12 @@ class _Child:
             remaining = [c for w in Worker._running for c in list(w.connections.values())]
             if not remaining:
                 return
+            now = time.monotonic()
             for connection in remaining:
-                if connection.is_idle() and not _unread_bytes(connection):
+                # A new connection that has not sent anything yet may have its request
+                # in flight: give it a moment before calling it idle.
+                settled = connection.bytes_read or now - connection.created > 0.5
+                if settled and connection.is_idle() and not _unread_bytes(connection):
                     connection.close()
             gevent.sleep(0.02)
         for worker in Worker._running:

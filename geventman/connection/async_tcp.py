@@ -9,14 +9,13 @@ from ``on_close`` is the usual way to keep a link up.
 import _socket
 import errno
 import os
-import sys
 
 import gevent
 from gevent import get_hub, spawn
 from gevent import socket as gsocket
 
 from geventman.connection.tcp import CONNECT_FAIL, ConnectionClosed, State, TcpConnection
-from geventman.protocols import resolve, split_address
+from geventman.protocols import caller_dir, resolve, split_address
 from geventman.runtime import call
 
 
@@ -25,8 +24,7 @@ class AsyncTcpConnection(TcpConnection):
 
     def __init__(self, address, context=None):
         scheme, host, port = split_address(address)
-        app_dir = os.path.dirname(os.path.abspath(sys._getframe(1).f_code.co_filename))
-        self._setup(resolve(scheme, app_dir))
+        self._setup(resolve(scheme, caller_dir()))
         self.state = State.INITIAL
         self.remote_uri = address
         self.context = context or {}

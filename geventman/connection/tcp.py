@@ -10,6 +10,7 @@ hub by a write watcher, so ``send`` never blocks its caller on a slow peer.
 import _socket
 import enum
 import itertools
+import time
 
 from gevent import get_hub, getcurrent, spawn_raw
 from gevent.event import Event
@@ -57,6 +58,7 @@ class TcpConnection:
         self._sock = sock
         self._remote_address = remote_address
         self.state = State.ESTABLISHED
+        self.created = time.monotonic()
         if worker is not None:
             for name in worker.connection_callbacks:
                 setattr(self, name, getattr(worker, name))
@@ -148,7 +150,11 @@ class TcpConnection:
 
     def _deliver(self, message):
         self._busy = True
-        call(self.on_message, self, message)
+        try:
+            self.on_message(self, message)
+        except Exception:
+            if self.on_message is not None:
+                _handler_failed(self.on_message)
         self._busy = False
 
     def _feed_lines(self, data):
@@ -329,6 +335,8 @@ class TcpConnection:
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED
+        if self._write_watcher is not None:
+            self._write_watcher.stop()  # its callback is ours, not a waiting greenlet
         watchers = (self._read_watcher, self._write_watcher)
         self._read_watcher = self._write_watcher = None
         sock, self._sock = self._sock, None
@@ -394,6 +402,11 @@ class TcpConnection:
 
 def _nothing():
     pass
+
+
+def _handler_failed(callback):
+    statistics["throw_exception"] += 1
+    log_exception("exception in %s" % getattr(callback, "__qualname__", callback))
 
 
 def accepted_socket(fd):

@@ -39,6 +39,20 @@ def register(name, protocol):
     _registered[name.lower()] = protocol
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def caller_dir():
+    """Folder of the first calling file outside geventman: the application's folder."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not path.startswith(_PACKAGE_DIR + os.sep):
+            return os.path.dirname(path)
+        frame = frame.f_back
+    return os.getcwd()
+
+
 def split_address(address):
     """``'text://0.0.0.0:1234'`` -> ``('text', '0.0.0.0', 1234)``."""
     scheme, sep, rest = address.partition("://")
