@@ -25,6 +25,7 @@ from gevent import get_hub, spawn_raw
 
 from geventman import proctitle, runtime, signals, status
 from geventman.connection.tcp import CALLBACKS, TcpConnection, accepted_socket
+from geventman.connection.tls import Tls, server_context
 from geventman.connection.udp import UdpConnection
 from geventman.log import log, log_exception
 from geventman.protocols import TRANSPORTS, caller_dir, resolve, split_address
@@ -75,6 +76,7 @@ class Worker:
         self._listeners = []      # sockets bound by the master, one per slot
         self._socket = None       # the socket this process accepts on
         self._watcher = None
+        self._tls_context = None
         self._stopping = False
         Worker._all.append(self)
 
@@ -82,6 +84,8 @@ class Worker:
 
     def bind_listeners(self):
         """Bind one socket per child slot (master side, before forking)."""
+        if self.transport == "ssl":
+            server_context(self.context.get("ssl") or {})  # a bad certificate fails the start
         if not self.address or self.reuse_port:
             return
         first = self._bind(self.port)
@@ -94,8 +98,6 @@ class Worker:
         self._listeners = []
 
     def _bind(self, port):
-        if self.transport == "ssl":
-            raise ValueError("transport 'ssl' is not supported yet; terminate TLS in front")
         family = _socket.AF_INET6 if ":" in self.host else _socket.AF_INET
         kind = _socket.SOCK_DGRAM if self.transport == "udp" else _socket.SOCK_STREAM
         sock = _socket.socket(family, kind)
@@ -170,6 +172,8 @@ class Worker:
             self.protocol = resolve(self.scheme, self.app_dir)
         if self._socket is None:
             self._socket = self._bind(self.port)
+        if self.transport == "ssl":
+            self._tls_context = server_context(self.context.get("ssl") or {})
         self._watcher = get_hub().loop.io(self._socket.fileno(), 1)
         handler = self._on_datagrams if self.transport == "udp" else self._on_acceptable
         self._watcher.start(handler)
@@ -199,6 +203,9 @@ class Worker:
                     log("accept on %s failed: %s" % (self.address, error))
                 return
             connection = TcpConnection(accepted_socket(fd), address, self, self.protocol)
+            if self._tls_context is not None:
+                connection.transport = "ssl"
+                connection._tls = Tls(self._tls_context, server_side=True)
             self.connections[connection.id] = connection
             spawn_raw(connection._serve)
 

@@ -14,6 +14,7 @@ import gevent
 from gevent import get_hub, spawn
 from gevent import socket as gsocket
 
+from geventman.connection.tls import Tls, client_context
 from geventman.connection.tcp import CONNECT_FAIL, ConnectionClosed, State, TcpConnection
 from geventman.protocols import caller_dir, resolve, split_address
 from geventman.runtime import call
@@ -25,14 +26,17 @@ class AsyncTcpConnection(TcpConnection):
     def __init__(self, address, context=None):
         scheme, host, port = split_address(address)
         self._setup(resolve(scheme, caller_dir()))
+        if scheme.lower() == "ssl":
+            self.transport = "ssl"
         self.state = State.INITIAL
         self.remote_uri = address
         self.context = context or {}
         self._remote_address = (host, port)
+        self._remote_host = host
         self._reconnect_timer = None
 
     def get_remote_host(self):
-        return self._remote_address[0]
+        return self._remote_host
 
     def connect(self):
         if self.state is not State.INITIAL:
@@ -74,10 +78,21 @@ class AsyncTcpConnection(TcpConnection):
         self._sock = sock
         self._remote_address = sock.getpeername()[:2]
         self.state = State.ESTABLISHED
-        if self._send_buffer:
+        if self.transport == "ssl":
+            self._start_tls()
+        elif self._send_buffer:
             self._start_writer()
         call(getattr(self.protocol, "on_connect", None), self)
         self._serve()
+
+    def _start_tls(self):
+        options = self.context.get("ssl", {})
+        self._tls = Tls(client_context(options), False,
+                        options.get("server_hostname", self._remote_host))
+        early, self._send_buffer = self._send_buffer, bytearray()
+        if early:
+            self._tls.send(early)
+        self._write(self._tls.start())
 
     def _open(self):
         host, port = self._remote_address

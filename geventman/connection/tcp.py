@@ -17,6 +17,7 @@ from gevent.event import Event
 
 from geventman.log import log, log_exception
 from geventman.protocols import NOTHING
+from geventman.connection.tls import TlsError
 from geventman.protocols.text import Text
 from geventman.runtime import call, statistics
 
@@ -79,6 +80,7 @@ class TcpConnection:
         self._paused = False
         self._resumed = None
         self._busy = False
+        self._tls = None
         self._reset_buffers()
 
     def _reset_buffers(self):
@@ -126,9 +128,25 @@ class TcpConnection:
                     self.destroy()
                     break
                 self.bytes_read += len(data)
+                if self._tls is not None:
+                    data = self._decrypt(data)
+                    if not data:
+                        continue
                 self._feed(data)
         except ConnectionClosed:
             pass
+
+    def _decrypt(self, data):
+        try:
+            plain, reply = self._tls.receive(data)
+        except TlsError as error:
+            log("TLS error from %s:%s: %s, closing" % (
+                self.get_remote_ip(), self.get_remote_port(), error))
+            self.destroy()
+            return b""
+        if reply:
+            self._write(reply)
+        return plain
 
     def _wait_resumed(self):
         if self._resumed is None:
@@ -255,7 +273,14 @@ class TcpConnection:
                 return None
         if isinstance(data, str):
             data = data.encode()
-        if state is not State.ESTABLISHED or self._send_buffer:
+        if self._tls is not None:
+            data = self._tls.send(data)
+            if not data:
+                return None
+        return self._write(data)
+
+    def _write(self, data):
+        if self.state is not State.ESTABLISHED or self._send_buffer:
             return self._queue(data)
         try:
             sent = self._sock.send(data)
