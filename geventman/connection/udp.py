@@ -10,7 +10,6 @@ from geventman.runtime import statistics
 class UdpConnection:
     transport = "udp"
     max_package_size = 65535  # a datagram cannot be longer
-    max_package_size = 65535  # protocols read it (Text.input); no datagram is longer
 
     def __init__(self, sock, remote_address, worker=None, protocol=None):
         self._sock = sock
