@@ -158,6 +158,9 @@ def _redirect_std(path):
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    # stdout to a file is block-buffered: a handler's print() would show up only
+    # when 8 KB have piled up or the child exits. Workerman's echo lands at once.
+    sys.stdout.reconfigure(line_buffering=True)
 
 
 def do_stop(command, config, start_file):

@@ -72,6 +72,7 @@ class Master:
             self._signal_handles.append(
                 gevent.signal_handler(number, self.events.put, ("signal", action)))
         log("geventman[%s] start" % self.start_file)
+        self._share_files()
         for index, worker in enumerate(self.workers):
             for slot in range(worker.count):
                 self.spawn(index, worker, slot)
@@ -80,6 +81,16 @@ class Master:
         finally:
             self._finish()
         return 0
+
+    def _share_files(self):
+        """Children that switch to another user must still answer status and log:
+        let them write the status folder and append to the log file (Workerman makes
+        its log file 0622 for the same reason)."""
+        if os.getuid() != 0 or not any(w.user or w.group for w in self.workers):
+            return
+        os.chmod(self.status_dir, 0o1777)
+        if os.path.exists(self.config.log_file):
+            os.chmod(self.config.log_file, 0o622)
 
     def _loop(self):
         while not (self.stopping and not self.children):

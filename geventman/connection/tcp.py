@@ -39,7 +39,8 @@ class ConnectionClosed(Exception):
 
 
 CALLBACKS = ("on_connect", "on_message", "on_close", "on_error",
-             "on_buffer_full", "on_buffer_drain")
+             "on_buffer_full", "on_buffer_drain",
+             "on_websocket_connect", "on_websocket_ping", "on_websocket_pong")
 
 
 class TcpConnection:
@@ -52,6 +53,7 @@ class TcpConnection:
 
     on_connect = on_message = on_close = on_error = None
     on_buffer_full = on_buffer_drain = None
+    on_websocket_connect = on_websocket_ping = on_websocket_pong = None
 
     def __init__(self, sock, remote_address, worker=None, protocol=None):
         self._setup(protocol)
@@ -153,8 +155,10 @@ class TcpConnection:
             self._resumed = Event()
         self._resumed.clear()
         self._resumed.wait()
-        if self.state is State.ESTABLISHED and not self._paused:
-            self._feed(b"")  # input that arrived before the pause goes first
+        if self.state is State.ESTABLISHED and not self._paused and self._recv_buffer:
+            # Input that arrived before the pause goes first. Only if there is some:
+            # tcp:// would hand an empty message to on_message.
+            self._feed(b"")
 
     def _feed(self, data):
         protocol = self.protocol
@@ -214,8 +218,8 @@ class TcpConnection:
                 except Exception:
                     log_exception("%s.input failed" % protocol.__name__)
                     return self.destroy()
-                if self.state is State.CLOSED:
-                    return None
+                if self.state is not State.ESTABLISHED:
+                    return None  # input() closed it (after its last words, if any)
                 if length is False:
                     return self._bad_package(length)
                 if not length:
@@ -350,6 +354,9 @@ class TcpConnection:
             return None
         if data is not None:
             self.send(data, raw)
+        before_close = getattr(self.protocol, "before_close", None)
+        if before_close is not None:
+            before_close(self)  # the protocol's last words, e.g. a WebSocket close frame
         self.state = State.CLOSING
         if not self._send_buffer:
             self.destroy()
