@@ -160,6 +160,8 @@ class Master:
             return
         self.stopping = how
         self.reload_queue = []
+        for worker in self.workers:
+            worker.close_listeners()  # no child will replace these: refuse, do not queue
         log("geventman[%s] stopping (%s)" % (self.start_file, how.replace("_", " ")))
         for pid in list(self.children):
             _signal(pid, signals.NUMBER[how])
