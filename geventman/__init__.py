@@ -5,7 +5,7 @@ detach before gevent is loaded (see geventman.boot).
 """
 from geventman.version import __version__
 
-__all__ = ["Worker", "Timer", "__version__"]
+__all__ = ["Worker", "Timer", "WebServer", "__version__"]
 
 
 def __getattr__(name):
@@ -15,4 +15,7 @@ def __getattr__(name):
     if name == "Timer":
         from geventman.timer import Timer
         return Timer
+    if name == "WebServer":
+        from geventman.webserver import WebServer
+        return WebServer
     raise AttributeError("module 'geventman' has no attribute %r" % name)

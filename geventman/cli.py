@@ -121,7 +121,7 @@ def do_start(command, config, start_file):
     master = Master(Worker._all, config, start_file)
     try:
         master.bind()
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, LookupError) as error:
         say("geventman[%s] start failed: %s" % (start_file, error))
         return 1
     detached = command.daemon or config.daemonize

@@ -29,6 +29,7 @@ from geventman.connection.tls import Tls, server_context
 from geventman.connection.udp import UdpConnection
 from geventman.log import log, log_exception
 from geventman.protocols import TRANSPORTS, caller_dir, resolve, split_address
+from geventman.protocols import check as check_protocol
 from geventman.runtime import call, statistics
 from geventman.timer import Timer
 
@@ -85,6 +86,8 @@ class Worker:
 
     def bind_listeners(self):
         """Bind one socket per child slot (master side, before forking)."""
+        if self.address:
+            check_protocol(self.scheme, self.app_dir)  # a typo fails the start
         if self.transport == "ssl":
             server_context(self.context.get("ssl") or {})  # a bad certificate fails the start
         if not self.address or self.reuse_port:
@@ -161,8 +164,11 @@ class Worker:
             return 250
         if self.address and self._watcher is None:
             self.listen()
-        if self not in Worker._running:
-            Worker._running.append(self)
+        if self in Worker._running:
+            Worker._running.remove(self)
+        # First, even when on_worker_start made and started other workers: the
+        # status row of this process names the worker it was forked for.
+        Worker._running.insert(0, self)
         return child.wait()
 
     def listen(self):

@@ -407,3 +407,14 @@ def test_worker_chapter_callbacks(project):
     order = [lines.index(line) for line in ("Worker starting...", "connection closed",
                                             "Worker stopping...")]
     assert order == sorted(order), output
+
+
+def test_unknown_scheme_fails_the_start(project):
+    project.app("typo", """
+        from geventman import Worker
+        worker = Worker("jsonlm://127.0.0.1:%d")
+    """ % free_port())
+    result = project.command("start", "-d")
+    assert result.returncode == 1
+    assert "no protocol 'jsonlm'" in result.stdout
+    assert project.master_pid() is None

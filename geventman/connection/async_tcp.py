@@ -75,6 +75,9 @@ class AsyncTcpConnection(TcpConnection):
                     self._remote_address + (error,)))
                 self.destroy()
             return
+        if self.state is not State.CONNECTING or self._reader is not gevent.getcurrent():
+            sock.close()  # closed (or reconnected) before this greenlet got to run
+            return
         self._sock = sock
         self._remote_address = sock.getpeername()[:2]
         self.state = State.ESTABLISHED

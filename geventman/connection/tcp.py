@@ -354,6 +354,8 @@ class TcpConnection:
             return None
         if data is not None:
             self.send(data, raw)
+            if self.state is not State.ESTABLISHED:
+                return None  # the send failed (destroyed) or closed it already
         before_close = getattr(self.protocol, "before_close", None)
         if before_close is not None:
             before_close(self)  # the protocol's last words, e.g. a WebSocket close frame

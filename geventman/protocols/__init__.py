@@ -77,6 +77,17 @@ def resolve(scheme, app_dir=None):
     return adapt(protocol)
 
 
+def check(scheme, app_dir=None):
+    """Raise ProtocolNotFound unless ``scheme`` can be resolved, without importing an
+    application's protocol (the master calls this; business code loads in children)."""
+    name = scheme.lower()
+    found = (name in TRANSPORTS or name in _registered or name in _BUILTIN_MODULES
+             or app_dir and os.path.isfile(os.path.join(app_dir, "protocols", name + ".py")))
+    if not found:
+        raise ProtocolNotFound("no protocol %r: register one, or write protocols/%s.py "
+                               "in the application" % (scheme, name))
+
+
 def _from_application(name, app_dir):
     if not app_dir:
         return None

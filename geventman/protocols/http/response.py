@@ -71,11 +71,13 @@ class Response:
             name, value, max_age, path, domain, secure, http_only, same_site))
 
     def with_file(self, path, offset=0, length=None):
-        """Send the file at ``path`` (from ``offset``, ``length`` bytes) as the body;
-        big files are streamed through the send buffer, never read whole."""
+        """Send the file at ``path`` (or an open binary file: it is closed after) from
+        ``offset``, ``length`` bytes, as the body; big files are streamed through the
+        send buffer, never read whole."""
         self.file = (path, offset, length)
         if self.get_header("Content-Type") is None:
-            self.header("Content-Type", mime.type_of(path))
+            name = path if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "")
+            self.header("Content-Type", mime.type_of(str(name)))
         return self
 
 
@@ -182,7 +184,3 @@ def gzip_body(body, headers, level):
     compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
     body = compressor.compress(body) + compressor.flush()
     return body, headers + [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
-
-
-def file_size(path):
-    return os.stat(path).st_size
