@@ -2,7 +2,8 @@
 
 Each timer is one libev timer watcher of the process's hub. When it fires, the
 callback runs in a fresh greenlet, so it may block (sleep, query a database) like
-any handler without stalling the loop. Ids are small integers, unique within the
+any handler without stalling the loop. A repeating timer whose previous run is still
+blocked skips that tick: runs of one timer never overlap, as in Workerman. Ids are small integers, unique within the
 process. Children call ``delete_all`` right after fork: timers made in the master
 are not inherited.
 """
@@ -16,6 +17,7 @@ from geventman.runtime import call
 
 class Timer:
     _timers = {}
+    _running = set()  # ids of timers whose callback is still running
     _ids = itertools.count(1)
 
     @classmethod
@@ -37,7 +39,17 @@ class Timer:
     def _fire(cls, timer_id, callback, args, persistent):
         if not persistent:
             cls._forget(timer_id)
-        gevent.spawn_raw(call, callback, *args)
+        elif timer_id in cls._running:
+            return  # the previous run still blocks: skip this tick rather than pile up
+        cls._running.add(timer_id)
+        gevent.spawn_raw(cls._run, timer_id, callback, args)
+
+    @classmethod
+    def _run(cls, timer_id, callback, args):
+        try:
+            call(callback, *args)
+        finally:
+            cls._running.discard(timer_id)
 
     @classmethod
     def delete(cls, timer_id):
