@@ -24,7 +24,7 @@ import gevent.event
 from gevent import get_hub, spawn_raw
 
 from geventman import proctitle, runtime, signals, status
-from geventman.connection.tcp import CALLBACKS, TcpConnection, accepted_socket
+from geventman.connection.tcp import CALLBACKS, TcpConnection, accepted_socket, run_in_runner
 from geventman.connection.tls import Tls, server_context
 from geventman.connection.udp import UdpConnection
 from geventman.log import log, log_exception
@@ -214,7 +214,7 @@ class Worker:
                 connection.transport = "ssl"
                 connection._tls = Tls(self._tls_context, server_side=True)
             self.connections[connection.id] = connection
-            spawn_raw(connection._serve)
+            run_in_runner(connection.begin)
 
     def _on_datagrams(self):
         for _ in range(ACCEPTS_PER_WAKEUP):

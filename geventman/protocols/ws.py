@@ -1,4 +1,6 @@
-"""ws:// : the client side of RFC 6455, for ``AsyncTcpConnection("ws://host:port/path")``.
+"""ws:// and wss:// : the client side of RFC 6455, for
+``AsyncTcpConnection("ws://host:port/path")``. ``wss://`` is the same over TLS (the
+connection's transport "ssl"; ``ws://`` with ``transport = "ssl"`` as in Workerman too).
 
 Right after the TCP connect, ``Ws.on_connect`` sends the opening handshake (section
 4.1): a random 16-byte key, ``connection.headers`` (dict, list of lines or pairs, or
@@ -21,7 +23,8 @@ from geventman.protocols._wsframe import (
     BINARY_TYPE_ARRAYBUFFER, BINARY_TYPE_BLOB, NORMAL, PING, Phase, Session, build,
     call_hook, close_frame, flush_pending, frame_length, message_frame,
     queue_before_open, receive)
-from geventman.protocols.websocket import MAX_HEAD_SIZE, SERVER, _tokens, accept_key
+from geventman.protocols.websocket import (MAX_HEAD_SIZE, SERVER, accept_key, header_lines,
+                                           header_tokens)
 from geventman.runtime import call
 from geventman.timer import Timer
 
@@ -107,13 +110,13 @@ class Ws:
 
 
 def handshake_request(connection, key):
-    scheme, host, port = split_address(connection.remote_uri)
+    _, host, port = split_address(connection.remote_uri)
     rest = connection.remote_uri.partition("://")[2]
     slash = rest.find("/")
     target = rest[slash:] if slash >= 0 else "/"
-    default_port = 443 if scheme.lower() == "wss" else 80
+    default_port = 443 if getattr(connection, "transport", "tcp") == "ssl" else 80
     lines = ["GET %s HTTP/1.1" % target]
-    user = _header_lines(getattr(connection, "headers", None))
+    user = header_lines(getattr(connection, "headers", None))
     names = {line.partition(":")[0].strip().lower() for line in user}
     if "host" not in names:
         if ":" in host:
@@ -133,22 +136,6 @@ def handshake_request(connection, key):
         lines.append("User-Agent: " + SERVER)
     lines += user
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _header_lines(headers):
-    if not headers:
-        return []
-    if isinstance(headers, str):
-        headers = headers.split("\r\n")
-    elif isinstance(headers, dict):
-        headers = list(headers.items())
-    lines = []
-    for item in headers:
-        line = "%s: %s" % item if isinstance(item, tuple) else str(item)
-        line = line.replace("\r", "").replace("\n", "")
-        if line:
-            lines.append(line)
-    return lines
 
 
 def _offered_protocols(connection):
@@ -194,8 +181,8 @@ def _handshake_response(head, connection, session):
     if response.status != 101:
         return _handshake_failed(connection, "server answered %d %s" % (
             response.status, response.reason))
-    if "websocket" not in _tokens(headers.get("upgrade", "")) or \
-            "upgrade" not in _tokens(headers.get("connection", "")):
+    if "websocket" not in header_tokens(headers.get("upgrade", "")) or \
+            "upgrade" not in header_tokens(headers.get("connection", "")):
         return _handshake_failed(connection, "101 without Upgrade: websocket")
     if headers.get("sec-websocket-accept") != accept_key(session.key):
         return _handshake_failed(connection, "Sec-WebSocket-Accept does not match the key")

@@ -101,7 +101,6 @@ class _NoCallbacks:
 
 
 def _head(buffer, start, end, state, upgrade):
-    parser = state.parser
     line_end = buffer.find(b"\r\n", start)
     parts = buffer[start:line_end].split(b" ")
     version = _VERSIONS.get(parts[-1])
@@ -114,7 +113,6 @@ def _head(buffer, start, end, state, upgrade):
     head.version = version
     head.head = buffer[line_end:end + 2]  # CRLF, then field lines each ending in CRLF
     head.head_end = end + 4
-    head.keep_alive = parser.should_keep_alive() and not upgrade
     head.upgrade = upgrade
     try:
         _frame(head, head.head.lower())
@@ -125,26 +123,34 @@ def _head(buffer, start, end, state, upgrade):
 
 
 def _frame(head, fields):
-    """Body framing and the checks llhttp leaves to us (``fields`` is lower-case)."""
+    """Body framing and the checks llhttp leaves to us (``fields`` is lower-case).
+    (``in`` before ``_field``: most requests have none of these fields.)"""
     head.length = 0
     head.chunked = False
     head.expect = None
+    head.keep_alive = False
     hosts = fields.count(b"\r\nhost:")
-    if hosts > 1 or (hosts == 0 and head.version == "1.1"):
+    if hosts != 1 and (hosts or head.version == "1.1"):
         raise Reject(400, "%s Host fields in an HTTP/%s request" % (hosts, head.version))
-    coding = _field(fields, b"\r\ntransfer-encoding:")
-    if coding is not None:
+    if b"\r\ntransfer-encoding:" in fields:
+        coding = _field(fields, b"\r\ntransfer-encoding:")
         if head.version == "1.0":
             raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
         if coding.replace(b" ", b"").strip(b",") != b"chunked":
             raise Reject(501, "transfer coding %r not implemented" % coding)
         head.chunked = True
-    else:
-        length = _field(fields, b"\r\ncontent-length:")
-        if length is not None:
-            head.length = int(length)  # llhttp checked: digits, one field, no TE
-    if head.version == "1.1":
+    elif b"\r\ncontent-length:" in fields:
+        head.length = int(_field(fields, b"\r\ncontent-length:"))  # llhttp checked it
+    if b"\r\nexpect:" in fields and head.version == "1.1":
         head.expect = _field(fields, b"\r\nexpect:")
+    # RFC 9112 9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
+    # (llhttp's should_keep_alive() forgets once the message is complete.)
+    if b"\r\nconnection:" in fields:
+        tokens = [token.strip() for token in _field(fields, b"\r\nconnection:").split(b",")]
+        head.keep_alive = (b"close" not in tokens and
+                           (head.version == "1.1" or b"keep-alive" in tokens))
+    else:
+        head.keep_alive = head.version == "1.1"
 
 
 def _field(fields, name):
@@ -214,7 +220,7 @@ class ChunkScanner:
                 return position + 2
             match = _FIELD_LINE.match(buffer, position)
             if match is None:
-                if len(buffer) - position < 2:
+                if buffer[position:] == b"\r":
                     return 0
                 _incomplete_line(buffer, position, "trailer field")
                 return 0

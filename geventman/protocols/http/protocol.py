@@ -74,8 +74,8 @@ class Http:
         else:
             body = package[head.head_end:] if head.length else b""
         previous = state.current
-        if previous is not None:
-            previous.cleanup()
+        if previous is not None and "_form" in previous.__dict__:
+            previous.cleanup()   # temporary files of its uploads
         request = state.current = Request(head, connection, body)
         current_request.set(request)
         if head.upgrade:
@@ -84,7 +84,10 @@ class Http:
 
     @staticmethod
     def encode(data, connection):
-        state = _state(connection)
+        try:
+            state = connection._http
+        except AttributeError:
+            state = _state(connection)
         request = state.current
         if isinstance(data, Response):
             return _respond(connection, state, request, data)

@@ -135,13 +135,14 @@ def date():
 
 def hello_head(keep_alive):
     """``HTTP/1.1 200 OK`` ... up to ``Content-Length: `` for a plain string body."""
-    value = date()
+    if int(time.time()) != _clock[0]:
+        date()
     prefix = _clock[2].get(keep_alive)
     if prefix is None:
         prefix = _clock[2][keep_alive] = (
             b"HTTP/1.1 200 OK\r\nServer: %s\r\nDate: %s\r\nContent-Type: %s\r\n"
             b"Connection: %s\r\nContent-Length: " % (
-                SERVER, value, DEFAULT_TYPE.encode(),
+                SERVER, _clock[1], DEFAULT_TYPE.encode(),
                 b"keep-alive" if keep_alive else b"close"))
     return prefix
 
