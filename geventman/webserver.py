@@ -62,10 +62,15 @@ class WebServer(Worker):
             target = resolve(root, request.path)
         except Refused as refused:
             return connection.send(_plain(refused.status))
-        if target is None or os.path.isdir(target):
+        if target is not None and os.path.isdir(target):
+            if not request.path.endswith("/") and os.path.isfile(
+                    os.path.join(target, "index.html")):
+                return connection.send(_to_folder(request))
             target = _index(root, target)
-            if target is None:
-                return connection.send(_plain(404))
+        elif target is None:
+            target = _index(root, None)
+        if target is None:
+            return connection.send(_plain(404))
         if target.endswith(".py"):
             return run_entry(connection, request, root, target)
         return connection.send(static.file_response(request, target))
@@ -77,6 +82,15 @@ class WebServer(Worker):
         if not host.endswith("]"):
             host = host.rpartition(":")[0] or host
         return self.roots.get(host) or next(iter(self.roots.values()))
+
+
+def _to_folder(request):
+    """301 to the folder's URL with its slash, so relative links in index.html work.
+    (One leading slash: ``//host/`` would send the browser to another site.)"""
+    location = "/" + request.path.lstrip("/") + "/"
+    if request.query_string:
+        location += "?" + request.query_string
+    return Response(301, {"Location": location}, b"")
 
 
 def _index(root, directory):

@@ -92,6 +92,8 @@ class Worker:
             server_context(self.context.get("ssl") or {})  # a bad certificate fails the start
         if not self.address or self.reuse_port:
             return
+        if self.port:
+            self._bind(self.port, probe=True).close()  # another server there: fail now
         first = self._bind(self.port)
         port = first.getsockname()[1]
         self._listeners = [first] + [self._bind(port) for _ in range(self.count - 1)]
@@ -101,15 +103,22 @@ class Worker:
             sock.close()
         self._listeners = []
 
-    def _bind(self, port):
+    def _bind(self, port, probe=False):
+        """A listening socket of a SO_REUSEPORT group. ``probe``: a socket without
+        SO_REUSEPORT, bound only to learn whether the port is taken. Without it a
+        group would silently join another server of the same user that listens
+        with SO_REUSEPORT (another geventman) and share its connections."""
         family = _socket.AF_INET6 if ":" in self.host else _socket.AF_INET
         kind = _socket.SOCK_DGRAM if self.transport == "udp" else _socket.SOCK_STREAM
         sock = _socket.socket(family, kind)
         try:
-            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
-            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
+            if not (probe and kind == _socket.SOCK_DGRAM):
+                # TCP: TIME_WAIT of an earlier run is fine (listeners still conflict).
+                sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            if not probe:
+                sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
             sock.bind((self.host, port))
-            if kind == _socket.SOCK_STREAM:
+            if kind == _socket.SOCK_STREAM and not probe:
                 sock.listen(BACKLOG)
         except OSError:
             sock.close()

@@ -411,8 +411,11 @@ class TcpConnection:
             self.worker.connection_closed(self)
 
     def is_idle(self):
-        """Between requests: nothing half-read, no handler running, nothing queued."""
-        return not (self._busy or self._recv_buffer or self._pending or self._send_buffer)
+        """Between requests: nothing half-read, no handler running, nothing queued,
+        not paused (a paused connection is in the middle of something, e.g. an HTTP
+        file response streaming between two chunks)."""
+        return not (self._busy or self._recv_buffer or self._pending or self._send_buffer
+                    or self._paused)
 
     # -- addresses and plumbing ------------------------------------------------
 

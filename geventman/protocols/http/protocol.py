@@ -30,9 +30,9 @@ class _State:
         self.scanner = None       # its ChunkScanner when the body is chunked
         self.current = None       # the last decoded Request: the one being answered
         self.drained = None       # set while a file streams (stream.py)
-        level = getattr(connection, "gzip", None)
-        if level is None:
-            level = getattr(connection.worker, "gzip", 0)
+        level = vars(connection).get("gzip")   # no AttributeError per connection
+        if level is None and connection.worker is not None:
+            level = vars(connection.worker).get("gzip")
         self.gzip = 6 if level is True else int(level or 0)
 
 
@@ -91,7 +91,7 @@ class Http:
         request = state.current
         if isinstance(data, Response):
             return _respond(connection, state, request, data)
-        body = data.encode() if isinstance(data, str) else bytes(data)
+        body = _bytes(data)
         if request is None or request.response is not None or (
                 request.session_state is not None) or state.gzip:
             return _respond(connection, state, request, Response(200, None, body))
@@ -158,7 +158,7 @@ def _respond(connection, state, request, answer):
     head_only = request is not None and request.method == "HEAD"
     if answer.file is not None:
         return _file(connection, state, answer, status, reason, headers, keep_alive, head_only)
-    body = answer.body.encode() if isinstance(answer.body, str) else bytes(answer.body)
+    body = _bytes(answer.body)
     if state.gzip and request is not None and _accepts_gzip(request):
         body, headers = response.gzip_body(body, headers, state.gzip)
     data = response.head(status, headers, len(body), keep_alive, reason)
@@ -183,6 +183,14 @@ def _file(connection, state, answer, status, reason, headers, keep_alive, head_o
         if length > stream.SMALL_FILE:
             return data  # the streamer sends the rest, then closes or resumes reading
     return _final(connection, data, keep_alive)
+
+
+def _bytes(data):
+    if isinstance(data, str):
+        return data.encode()
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    return str(data).encode()   # numbers and the like, as PHP's echo would
 
 
 def _final(connection, data, keep_alive):

@@ -24,7 +24,7 @@ def file_body(connection, state, handle, offset, length, keep_alive):
             return os.pread(handle.fileno(), length, offset)
         finally:
             handle.close()
-    connection.pause_recv()
+    connection.pause_recv()   # also keeps a reload from closing it as idle (is_idle)
     spawn_raw(_stream, connection, state, handle, offset, length, keep_alive)
     return b""
 

@@ -80,7 +80,8 @@ def call(application, request, script_name=""):
         if isinstance(result, FileWrapper) and _has_fileno(result.filelike):
             response = _response(started, written, b"")
             return _file(response, result)
-        body = b"".join(written) + b"".join(result)
+        chunks = list(result)   # start_response may come with the first chunk (PEP 3333)
+        body = b"".join(written) + b"".join(chunks)
     finally:
         if not isinstance(result, FileWrapper) and hasattr(result, "close"):
             result.close()

@@ -1,0 +1,366 @@
+"""TcpConnection end to end: close/destroy, addresses, attributes, ids, pause/resume, pipe.
+
+The text:// app here follows the control-connection convention of test_callbacks.py:
+every connection is greeted with ``welcome <id>``; a connection that says ``control``
+receives the app's event lines and may ask about other connections by id.
+"""
+import hashlib
+import os
+import socket
+import threading
+
+import pytest
+
+from conftest import LineClient, free_port, wait_until
+from test_callbacks import Client, Control
+
+CONNECTION_APP = """
+    from geventman import Worker
+    from geventman.worker import _unread_bytes
+
+    worker = Worker("text://127.0.0.1:PORT")
+    worker.count = 1
+    controls = []
+
+
+    def report(*parts):
+        for control in controls:
+            control.send(" ".join(str(part) for part in parts))
+
+
+    def clients():
+        return sorted(i for i, c in worker.connections.items() if not c.is_control)
+
+
+    def on_connect(connection):
+        connection.is_control = False
+        connection.send("welcome %d" % connection.id)
+
+
+    def on_message(connection, data):
+        if data == "control":
+            connection.is_control = True
+            controls.append(connection)
+            return connection.send("control ok")
+        if connection.is_control:
+            return on_control(connection, *data.split())
+        report("message", connection.id, data)
+        command, _, argument = data.partition(" ")
+        if command == "addr":
+            connection.send("addr %s %s %s %s" % (
+                connection.get_remote_ip(), connection.get_remote_port(),
+                connection.get_local_ip(), connection.get_local_port()))
+        elif command == "set":
+            connection.uid = int(argument)
+            connection.send("set")
+        elif command == "get":
+            connection.send("uid %s" % getattr(connection, "uid", None))
+        elif command == "pause":
+            connection.pause_recv()
+        elif command == "big_close":
+            connection.max_send_buffer_size = 64 << 20
+            results = [connection.send("z" * 65535) for _ in range(int(argument))]
+            connection.close("end")
+            report("closed", connection.id, None in results)
+        elif command == "big_destroy":
+            connection.max_send_buffer_size = 64 << 20
+            results = [connection.send("z" * 65535) for _ in range(int(argument))]
+            connection.destroy()
+            report("destroyed", connection.id, None in results)
+
+
+    def on_control(connection, command, *arguments):
+        if command == "sync":
+            connection.send("synced " + arguments[0])
+        elif command == "clients":
+            connection.send("clients " + " ".join(str(i) for i in clients()))
+        elif command == "unread":
+            connection.send("unread %d" % _unread_bytes(worker.connections[int(arguments[0])]))
+        elif command == "resume":
+            worker.connections[int(arguments[0])].resume_recv()
+
+
+    def on_close(connection):
+        if connection.is_control:
+            controls.remove(connection)
+        else:
+            report("close", connection.id)
+
+
+    worker.on_connect = on_connect
+    worker.on_message = on_message
+    worker.on_close = on_close
+"""
+
+
+@pytest.fixture
+def served(project):
+    port = free_port()
+    project.app("conn", CONNECTION_APP.replace("PORT", str(port)))
+    project.start(ports=[port])
+    control = Control(port)
+    yield port, control
+    control.close()
+
+
+def receive_until_eof(sock):
+    received = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except ConnectionResetError:
+            return received, "reset"
+        if not chunk:
+            return received, "eof"
+        received += chunk
+
+
+def test_close_with_data_flushes_the_queue_then_closes(served):
+    port, control = served
+    client = Client(port, receive_buffer=16384)
+    client.sendline("big_close 256")  # 16 MB: the kernel takes 4 MB at most
+    # True: some of it was still queued in the connection when close() ran.
+    control.wait_for("closed %d True" % client.id)
+    for _ in range(256):
+        assert client.recvline() == "z" * 65535
+    assert client.recvline() == "end"
+    assert client.closed_by_peer(timeout=10)
+    control.wait_for("close %d" % client.id)
+
+
+def test_destroy_drops_the_queue_and_closes_at_once(served):
+    port, control = served
+    client = Client(port, receive_buffer=16384)
+    client.sendline("big_destroy 128")  # 8 MB, most of it still queued
+    # True: part of it was queued (not written) when destroy() ran.
+    control.wait_for("destroyed %d True" % client.id)
+    control.wait_for("close %d" % client.id)
+    received, how = receive_until_eof(client.sock)  # the socket times out after 10 s
+    assert len(received) + len(client.buffer) < 128 * 65536, "the queue was not dropped"
+    control.sync()
+    assert control.lines.count("close %d" % client.id) == 1
+
+
+def test_addresses_attributes_and_ids(served):
+    port, control = served
+    first, second = Client(port), Client(port)
+    assert first.id != second.id != control.sock  # ids differ
+    assert len({first.id, second.id, Client(port).id}) == 3
+
+    remote_ip, remote_port, local_ip, local_port = first.ask("addr").split()[1:]
+    client_ip, client_port = first.sock.getsockname()
+    assert (remote_ip, int(remote_port)) == (client_ip, client_port)
+    assert (local_ip, int(local_port)) == ("127.0.0.1", port)
+
+    assert first.ask("get") == "uid None"
+    assert first.ask("set 42") == "set"
+    assert first.ask("get") == "uid 42"   # an attribute set in one message, read in the next
+    assert second.ask("get") == "uid None"
+    first.close()
+    second.close()
+
+
+def test_worker_connections_tracks_live_connections(served):
+    port, control = served
+
+    def listed():
+        return [int(i) for i in control.query("clients", "clients").split()[1:]]
+
+    # project.start() probed the port with a connection of its own: wait it out.
+    wait_until(lambda: listed() == [], message="the start probe's connection gone")
+    clients = [Client(port) for _ in range(3)]
+    assert listed() == sorted(client.id for client in clients)
+    clients[0].close()
+    clients[2].close()
+    wait_until(lambda: listed() == [clients[1].id], message="closed connections removed")
+    clients[1].close()
+    wait_until(lambda: listed() == [], message="all connections removed")
+
+
+def test_pause_recv_holds_messages_until_resume_recv(served):
+    port, control = served
+    client = Client(port)
+
+    def messages():
+        return [line.split(" ", 2)[2] for line in control.events(client.id)
+                if line.startswith("message ")]
+
+    # "pause" and two more lines in one write: all three are read at once, and the
+    # two after "pause" wait in the connection's own buffer until resume_recv().
+    client.send("pause\na1\na2\n")
+    control.wait_for("message %d pause" % client.id)
+    control.sync()
+    assert messages() == ["pause"]
+    control.sendline("resume %d" % client.id)
+    control.wait_for("message %d a2" % client.id)
+    assert messages() == ["pause", "a1", "a2"]
+
+    # Lines that arrive while paused wait in the kernel, unread.
+    client.send("pause\n")
+    control.wait_for("message %d pause" % client.id, after=len(control.lines))
+    client.send("b1\nb2\n")
+    wait_until(lambda: int(control.query("unread %d" % client.id, "unread").split()[1]) == 6,
+               message="b1, b2 at the server, unread")
+    control.sync()
+    assert messages() == ["pause", "a1", "a2", "pause"]
+    control.sendline("resume %d" % client.id)
+    control.wait_for("message %d b2" % client.id)
+    assert messages() == ["pause", "a1", "a2", "pause", "b1", "b2"]
+    client.close()
+
+
+def test_pause_and_resume_on_a_tcp_worker_deliver_no_empty_message(project):
+    port = free_port()
+    project.app("rawpause", """
+        import gevent
+
+        from geventman import Worker
+
+        worker = Worker("tcp://127.0.0.1:%d")
+        worker.count = 1
+
+
+        def resume(connection):
+            connection.resume_recv()
+            connection.send(b"resumed")
+
+
+        def on_message(connection, data):
+            connection.seen = getattr(connection, "seen", []) + [data]
+            if data == b"pause":
+                connection.pause_recv()
+                gevent.spawn_later(0.05, resume, connection)
+            elif data == b"report":
+                connection.send(repr(connection.seen).encode())
+
+
+        worker.on_message = on_message
+    """ % port)
+    project.start(ports=[port])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"pause")
+        assert sock.recv(100) == b"resumed"
+        sock.sendall(b"report")
+        assert sock.recv(100) == repr([b"pause", b"report"]).encode()
+
+
+PROXY_APP = """
+    import os
+
+    from geventman import Worker
+    from geventman.connection import AsyncTcpConnection
+
+    NOTES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes")
+
+    backend = Worker("tcp://127.0.0.1:BACKEND")
+    backend.name = "backend"
+
+
+    def echo_connect(connection):
+        connection.max_send_buffer_size = 64 << 20
+
+
+    backend.on_connect = echo_connect
+    backend.on_message = lambda connection, data: connection.send(data)
+
+    proxy = Worker("tcp://127.0.0.1:PROXY")
+    proxy.name = "proxy"
+
+
+    def note(what):
+        with open(NOTES, "a") as handle:
+            handle.write(what + "\\n")
+
+
+    def proxy_connect(connection):
+        remote = AsyncTcpConnection("tcp://127.0.0.1:BACKEND")
+        connection.pipe(remote)
+        remote.pipe(connection)
+        # Watch the back-pressure that pipe() set up toward the client.
+        full, drain = connection.on_buffer_full, connection.on_buffer_drain
+        connection.on_buffer_full = lambda c: (note("full"), full(c))
+        connection.on_buffer_drain = lambda c: (note("drain"), drain(c))
+        remote.connect()
+
+
+    proxy.on_connect = proxy_connect
+"""
+
+
+def test_pipe_proxy_relays_megabytes_both_ways_with_back_pressure(project):
+    backend_port, proxy_port = free_port(), free_port()
+    project.app("proxy", PROXY_APP.replace("BACKEND", str(backend_port))
+                .replace("PROXY", str(proxy_port)))
+    project.start(ports=[backend_port, proxy_port])
+    notes = project.path("applications", "proxy", "notes")
+
+    def noted():
+        try:
+            with open(notes) as handle:
+                return handle.read().split()
+        except OSError:
+            return []
+
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as sock:
+        sock.sendall(b"hello")
+        assert sock.recv(100) == b"hello"
+
+    payload = os.urandom(16 << 20)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", proxy_port))
+    errors = []
+
+    def send_all():
+        try:
+            sock.sendall(payload)
+        except OSError as error:
+            errors.append(error)
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    sender.start()
+    # The client reads nothing yet: the proxy's buffer toward it fills and the
+    # proxy stops reading from the backend (pause_recv) instead of buffering 16 MB.
+    wait_until(lambda: "full" in noted(), message="on_buffer_full in the proxy")
+    received = bytearray()
+    while len(received) < len(payload):
+        chunk = sock.recv(1 << 20)
+        assert chunk, "proxy closed after %d bytes" % len(received)
+        received += chunk
+    sender.join(10)
+    assert not errors
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+    assert "drain" in noted()
+    sock.close()
+    rows = wait_until(lambda: (lambda rows: rows if all(not row["busy"] for row in rows)
+                               else None)(project.status_json()["processes"]),
+                      message="status of both children")
+    assert [row["send_fail"] for row in rows] == [0, 0]
+
+
+def test_a_second_server_on_the_same_port_does_not_start(project, tmp_path_factory):
+    """The listeners are a SO_REUSEPORT group; another geventman (same user, also
+    SO_REUSEPORT) on the port must not join it and take half of its connections."""
+    from conftest import Project
+    port = free_port()
+    source = """
+        from geventman import Worker
+
+        worker = Worker("text://127.0.0.1:%d")
+        worker.count = 2
+        worker.on_message = lambda connection, data: connection.send("%s")
+    """
+    project.app("first", source % (port, "first"))
+    project.start(ports=[port])
+    other = Project(tmp_path_factory.mktemp("other"))
+    try:
+        other.app("second", source % (port, "second"))
+        result = other.command("start", "-d")
+        assert result.returncode == 1, result.stdout
+        assert "Address already in use" in result.stdout
+    finally:
+        other.cleanup()
+    for _ in range(10):
+        with LineClient(port) as client:
+            assert client.ask("who") == "first"
