@@ -115,6 +115,10 @@ REPORTING_APP = """
 """
 
 
+EVENTS = {"connect", "message", "close", "error", "full", "drain", "flood",
+          "closed", "destroyed"}
+
+
 class Control(LineClient):
     """The test's end of the control connection: collects the app's event lines."""
 
@@ -153,9 +157,9 @@ class Control(LineClient):
         self.wait_for("synced %d" % token)
 
     def events(self, connection_id):
-        suffix = " %d" % connection_id
-        return [line for line in self.lines
-                if line.endswith(suffix) or (" %d " % connection_id) in line]
+        """The event lines (``<event> <connection id> ...``) about one connection."""
+        return [line for line in self.lines if line.split(" ")[0] in EVENTS and
+                line.split(" ")[1] == str(connection_id)]
 
 
 class Client(LineClient):

@@ -89,6 +89,9 @@ def test_superglobals():
     assert server["CONTENT_LENGTH"] == "15"
     assert (server["REMOTE_ADDR"], server["REMOTE_PORT"]) == ("127.0.0.1", 50000)
     assert request.body == b"q=hello+world&e"
+    assert request["get"] is request.get and request["server"] is server  # Workerman 3.x
+    with pytest.raises(KeyError):
+        request["body"]
 
 
 def test_json_body_is_post():

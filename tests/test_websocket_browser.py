@@ -65,10 +65,14 @@ APP = """
 @pytest.fixture
 def page_server(tmp_path):
     """Serves index.html from tmp_path over HTTP; yields the page URL factory."""
-    handler = lambda *args: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-        *args, directory=str(tmp_path))
-    http.server.SimpleHTTPRequestHandler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args):
+            super().__init__(*args, directory=str(tmp_path))
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Quiet)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield tmp_path, "http://127.0.0.1:%d/index.html" % server.server_address[1]

@@ -32,6 +32,12 @@ class Request:
     def __repr__(self):
         return "<Request %s %s HTTP/%s>" % (self.method, self.uri, self.version)
 
+    def __getitem__(self, key):
+        """``request["get"]``: Workerman 3.x's decode gave an array of the superglobals."""
+        if key not in ("get", "post", "cookie", "server", "files"):
+            raise KeyError(key)
+        return getattr(self, key)
+
     # -- the request line ----------------------------------------------------
 
     @cached_property
