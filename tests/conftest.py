@@ -106,6 +106,19 @@ class Project:
         self.pids = set()
         self.foreground = []
 
+    _output_file = None
+
+    def _output(self):
+        """The foreground server's terminal: a file, so a chatty server never blocks
+        on a pipe nobody reads."""
+        if self._output_file is None:
+            self._output_file = open(self.path("foreground.out"), "ab")
+        return self._output_file
+
+    def foreground_output(self):
+        with open(self.path("foreground.out"), errors="replace") as handle:
+            return handle.read()
+
     def path(self, *parts):
         return os.path.join(self.root, *parts)
 
@@ -142,7 +155,7 @@ class Project:
         """``start`` in the foreground (a child process of the test); waits for the
         pid file and for every port in ``ports`` to accept."""
         process = subprocess.Popen([sys.executable, "start.py", "start"] + list(args),
-                                   cwd=self.root, stdout=subprocess.PIPE,
+                                   cwd=self.root, stdout=self._output(),
                                    stderr=subprocess.STDOUT, text=True)
         self.foreground.append(process)
         self.pids.add(process.pid)
@@ -150,7 +163,7 @@ class Project:
                    timeout, message="master pid file")
         if process.poll() is not None:
             raise AssertionError("start exited %s:\n%s" % (process.returncode,
-                                                           process.stdout.read()))
+                                                           self.foreground_output()))
         for port in ports:
             wait_until(lambda: port_open(port), timeout, message="port %d" % port)
         self._remember()
@@ -233,8 +246,8 @@ class Project:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-            if process.stdout:
-                process.stdout.close()
+        if self._output_file is not None:
+            self._output_file.close()
 
 
 @pytest.fixture

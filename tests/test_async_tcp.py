@@ -5,7 +5,6 @@ when it drops the link and when it comes back. The app greets every new link wit
 ``hello`` line carrying its counters, and writes its sequence of events (E: on_error,
 C: on_close) to a file, so the test can wait for a failed attempt without sleeping.
 """
-import os
 import re
 import socket
 

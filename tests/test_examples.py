@@ -398,7 +398,7 @@ def test_worker_chapter_callbacks(project):
         assert client.ask("quit") == "bye"
         assert client.closed_by_peer()
     assert project.stop().returncode == 0
-    output = process.stdout.read()
+    output = project.foreground_output()
     lines = output.splitlines()
     for expected in ("Worker starting...",
                      "new connection from address 127.0.0.1:%d" % local_port,

@@ -204,3 +204,37 @@ def test_handler_exception_closes_nothing_else(server, project):
         requests.get(url + "/boom", timeout=2)
     assert requests.get(url + "/fine", timeout=10).text == "GET /fine "
     wait_until(lambda: "handler failed on purpose" in project.log(), message="traceback")
+
+
+def test_no_keep_alive_request_fails_during_reload(server, project):
+    """While a worker reloads, each answer says Connection: close, and idle connections
+    are closed only after a grace: keep-alive clients never see a dropped request."""
+    import threading
+    stop = threading.Event()
+    answered, failures = [], []
+
+    def client():
+        session = requests.Session()
+        while not stop.is_set():
+            try:
+                assert session.get("http://127.0.0.1:%d/r" % server, timeout=10).ok
+                answered.append(1)
+            except Exception as error:  # noqa: BLE001 - any failure is what we count
+                failures.append(repr(error))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(3):
+            before = set(project.children())
+            wait_until(lambda: len(answered) > 200, message="traffic")
+            assert project.command("reload").returncode == 0
+            wait_until(lambda: len(set(project.children()) - before) == 2, timeout=20,
+                       message="both children replaced")
+            answered.clear()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=20)
+    assert failures == []

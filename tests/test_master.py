@@ -601,7 +601,7 @@ def test_no_monkey_patch_warning_and_the_master_imports_no_business_code(project
     wait_until(lambda: set(importers()) == set(children) | set(new), message="re-import")
     assert master not in importers()
     assert project.stop().returncode == 0
-    output = process.stdout.read()
+    output = project.foreground_output()
     assert "Start success" in output
     assert "MonkeyPatchWarning" not in output
     assert "Traceback" not in output
