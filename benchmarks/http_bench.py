@@ -185,7 +185,7 @@ def wrk(server, args, close):
     socket_errors = re.search(r"Socket errors: (.*)", output)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
             "requests": requests, "cpu_us": cpu / max(requests, 1) * 1e6,
-            "p99": re.search(r"99%\s+(\S+)", output).group(1),
+            "p99": re.search(r"^\s+99%\s+(\S+)$", output, re.M).group(1),
             "errors": (int(errors.group(1)) if errors else 0),
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
 

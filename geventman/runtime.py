@@ -5,9 +5,17 @@ The counters are what ``status`` shows for each process (Workerman's
 an exception is logged with its traceback and counted, and never travels further,
 so one bad handler cannot take the process or other connections with it.
 """
+from gevent import GreenletExit, Timeout
+
 from geventman.log import log_exception
 
 statistics = {"connections": 0, "total_request": 0, "send_fail": 0, "throw_exception": 0}
+
+# What escapes a user callback and is still that callback's failure. gevent's Timeout
+# and GreenletExit derive from BaseException, so ``except Exception`` lets them by: a
+# Timeout the handler started and did not catch, or a kill of the (pooled) greenlet
+# that ran it, used to leave its connection unread for good.
+CALLBACK_ERRORS = (Exception, Timeout, GreenletExit)
 
 
 def call(callback, *args):
@@ -16,7 +24,7 @@ def call(callback, *args):
         return None
     try:
         return callback(*args)
-    except Exception:  # user code: anything may escape it
+    except CALLBACK_ERRORS:  # user code: anything may escape it
         statistics["throw_exception"] += 1
         log_exception("exception in %s" % getattr(callback, "__qualname__", callback))
         return None

@@ -9,14 +9,22 @@ import json
 import os
 import time
 
+from geventman.log import log
+
 BUSY = "[busy]"
 
 
 def write_json(path, data):
+    """Write atomically. A report that cannot be written (the folder was cleared by
+    another ``status`` meanwhile, a full disk) is logged: it must not end the master,
+    which writes from its only loop."""
     temporary = "%s.%d.tmp" % (path, os.getpid())
-    with open(temporary, "w") as handle:
-        json.dump(data, handle)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as handle:
+            json.dump(data, handle)
+        os.replace(temporary, path)
+    except OSError as error:
+        log("cannot write %s: %s" % (path, error))
 
 
 def read_json(path):

@@ -46,6 +46,7 @@ class WebServer(Worker):
         self.name = "WebServer"
         self.roots = {}           # domain -> real path of its folder
         self.on_message = self.handle
+        self.websocket_upgrade = False   # Upgrade: websocket is answered as plain HTTP
 
     def add_root(self, domain, path):
         """Serve ``path`` (relative paths start at the application's folder) for ``domain``."""

@@ -238,3 +238,23 @@ def test_no_keep_alive_request_fails_during_reload(server, project):
         for thread in threads:
             thread.join(timeout=20)
     assert failures == []
+
+
+def test_curl_upload_with_expect_continue_and_http10(server, tmp_path):
+    """curl sends big uploads with Expect: 100-continue (and chunked with -T -)."""
+    import shutil
+    import subprocess
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    data = tmp_path / "upload.bin"
+    data.write_bytes(bytes(range(256)) * 8192)             # 2 MiB
+    url = "http://127.0.0.1:%d/echo" % server
+    posted = subprocess.run(["curl", "-sS", "--data-binary", "@%s" % data, "-H",
+                             "Expect: 100-continue", url], capture_output=True, timeout=30)
+    assert posted.returncode == 0 and posted.stdout == data.read_bytes()
+    chunked = subprocess.run(["curl", "-sS", "-T", "-", "-X", "POST", url],
+                             input=b"streamed body", capture_output=True, timeout=30)
+    assert chunked.stdout == b"streamed body"
+    old = subprocess.run(["curl", "-sS", "-i", "--http1.0", url + "?x"], capture_output=True,
+                         timeout=30)
+    assert old.stdout.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in old.stdout

@@ -293,3 +293,21 @@ def test_folder_urls(site, tmp_path):
     assert moved.status_code == 301 and moved.headers["Location"] == "/docs/?x=1"
     assert get(site, "/docs/").text == "docs index"
     assert get(site, "/docs/empty/").text == "entry GET /docs/empty/\nafter "
+
+
+def test_websocket_upgrade_is_plain_http_on_a_webserver(site):
+    answer = get(site, "/hello.txt", headers={
+        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert answer.status_code == 200 and answer.text == "hello static"
+
+
+def test_client_leaving_in_the_middle_of_a_big_file(site, project):
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", site["port"]), timeout=10) as sock:
+            sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: site.test\r\n\r\n")
+            received = 0
+            while received < 300_000:
+                received += len(sock.recv(65536))
+    assert get(site, "/hello.txt").text == "hello static"
+    assert "Traceback" not in project.log()

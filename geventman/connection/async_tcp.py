@@ -56,6 +56,7 @@ class AsyncTcpConnection(TcpConnection):
         self.state = State.INITIAL
         self._reset_buffers()
         self._paused = False
+        self._tls = None  # what is sent while connecting waits for the new session
         if delay > 0:
             self._reconnect_timer = gevent.spawn_later(delay, self.connect)
         else:
@@ -115,20 +116,26 @@ class AsyncTcpConnection(TcpConnection):
         try:
             code = sock.connect_ex(address)
             if code in (errno.EINPROGRESS, errno.EWOULDBLOCK):
-                hub = get_hub()
-                self._connect_watcher = hub.loop.io(sock.fileno(), 2)
-                with gevent.Timeout(self.connect_timeout):
-                    hub.wait(self._connect_watcher)
-                self._connect_watcher.close()
-                self._connect_watcher = None
-                code = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+                code = self._wait_connected(sock)
             if code:
                 raise OSError(code, os.strerror(code))
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             return sock
         except BaseException:
-            if self._connect_watcher is not None:
-                self._connect_watcher.close()
-                self._connect_watcher = None
             sock.close()
             raise
+
+    def _wait_connected(self, sock):
+        """Wait until the socket is writable; its SO_ERROR. ``destroy`` may end the wait
+        (ConnectionClosed) and clear ``_connect_watcher`` while the connect completes:
+        only this local name is trusted to close the watcher."""
+        hub = get_hub()
+        watcher = self._connect_watcher = hub.loop.io(sock.fileno(), 2)
+        try:
+            with gevent.Timeout(self.connect_timeout):
+                hub.wait(watcher)
+        finally:
+            watcher.close()
+            if self._connect_watcher is watcher:
+                self._connect_watcher = None
+        return sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)

@@ -19,7 +19,7 @@ from geventman.log import log, log_exception
 from geventman.protocols import NOTHING
 from geventman.connection.tls import TlsError
 from geventman.protocols.text import Text
-from geventman.runtime import call, statistics
+from geventman.runtime import CALLBACK_ERRORS, call, statistics
 
 READ_SIZE = 65536
 CONNECT_FAIL = 1
@@ -114,6 +114,8 @@ class TcpConnection:
 
     def begin(self):
         """In a greenlet: run on_connect, then start reading."""
+        if self.state is not State.ESTABLISHED:
+            return  # an outgoing link's first write (TLS hello, handshake) failed
         self._read_watcher = get_hub().loop.io(self._sock.fileno(), 1)
         self._busy = True
         call(self.on_connect, self)
@@ -191,7 +193,7 @@ class TcpConnection:
     def _deliver(self, message):
         try:
             self.on_message(self, message)
-        except Exception:
+        except CALLBACK_ERRORS:
             if self.on_message is not None:
                 _handler_failed(self.on_message)
 
@@ -202,6 +204,10 @@ class TcpConnection:
         while not self._paused and self.state is State.ESTABLISHED:
             end = buffer.find(b"\n", start)
             if end < 0:
+                # Only an unfinished line can be too long: lines left complete by a
+                # pause are packages of their own.
+                if len(buffer) - start >= self.max_package_size:
+                    return self._bad_package(len(buffer) - start)
                 break
             if end + 1 - start > self.max_package_size:
                 return self._bad_package(end + 1 - start)
@@ -209,10 +215,8 @@ class TcpConnection:
             start = end + 1
             statistics["total_request"] += 1
             self._deliver(line.decode("utf-8", "replace"))
-        rest = buffer[start:] if start else buffer
-        if len(rest) >= self.max_package_size:
-            return self._bad_package(len(rest))
-        self._recv_buffer = rest
+        self._keep(buffer[start:] if start else buffer)
+        return None
 
     def _feed_packages(self, data):
         if self._pending is not None:
@@ -263,8 +267,13 @@ class TcpConnection:
                 return self.destroy()
             if message is not NOTHING:
                 self._deliver(message)
-        self._recv_buffer = buffer
+        self._keep(buffer)
         return None
+
+    def _keep(self, rest):
+        """Keep unread input for the next read, unless a handler closed the connection
+        or reconnected it (what is left belongs to the old link)."""
+        self._recv_buffer = rest if self.state is State.ESTABLISHED else b""
 
     def _bad_package(self, length):
         log("bad package from %s:%s (package length %r), closing" % (
@@ -485,7 +494,14 @@ def _runner(task):
         if len(_idle_runners) >= MAX_IDLE_RUNNERS:
             return
         _idle_runners.append(current)
-        task = hub.switch()
+        try:
+            task = hub.switch()
+        except BaseException:
+            # Killed while idle (gevent.kill of a greenlet a handler kept, a Timeout
+            # it never cancelled): leave the pool, or the next task handed to this
+            # dead greenlet would be dropped and its connection never read again.
+            _idle_runners.remove(current)
+            raise
 
 
 def _handler_failed(callback):

@@ -95,7 +95,7 @@ class Http:
         if request is None or request.response is not None or (
                 request.session_state is not None) or state.gzip:
             return _respond(connection, state, request, Response(200, None, body))
-        keep_alive = request.keep_alive
+        keep_alive = request.keep_alive and not _stopping(connection)
         if request.method == "HEAD":
             data = b"%b%d\r\n\r\n" % (response.hello_head(keep_alive), len(body))
         else:
@@ -143,7 +143,7 @@ def _reject(connection, state, rejection):
 def _respond(connection, state, request, answer):
     """The general path: any status, headers, cookies, session, gzip, files."""
     status, reason, headers = answer.status, answer.reason, answer.headers
-    keep_alive = request.keep_alive if request is not None else True
+    keep_alive = (request is None or request.keep_alive) and not _stopping(connection)
     if request is not None:
         extra = request.response
         if extra is not None:
@@ -185,6 +185,14 @@ def _file(connection, state, answer, status, reason, headers, keep_alive, head_o
     return _final(connection, data, keep_alive)
 
 
+def _stopping(connection):
+    """While the worker stops or reloads, each answer closes its connection: the
+    client learns it from ``Connection: close`` instead of finding the socket shut
+    as it sends its next request (RFC 9112 9.6)."""
+    worker = connection.worker
+    return worker is not None and worker.__dict__.get("_stopping", False)
+
+
 def _bytes(data):
     if isinstance(data, str):
         return data.encode()
@@ -209,7 +217,9 @@ def _accepts_gzip(request):
 def _upgrade(package, connection, request):
     """``Upgrade: websocket`` hands the connection to websocket:// (Workerman 3.x
     switches protocols the same way); bytes after the head are read as frames."""
-    if request.header("upgrade", "").lower() != "websocket":
+    if request.header("upgrade", "").lower() != "websocket" or (
+            connection.worker is not None and
+            vars(connection.worker).get("websocket_upgrade") is False):
         return request
     try:
         from geventman.protocols import websocket
