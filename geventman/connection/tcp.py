@@ -196,6 +196,9 @@ class TcpConnection:
         except CALLBACK_ERRORS:
             if self.on_message is not None:
                 _handler_failed(self.on_message)
+                hook = getattr(self.protocol, "handler_failed", None)
+                if hook is not None:
+                    hook(self)  # the protocol's answer to a failed handler (HTTP 500)
 
     def _feed_lines(self, data):
         """text:// fast path: the same rules as Text.input/decode, without the calls."""

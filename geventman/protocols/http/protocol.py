@@ -22,13 +22,14 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class _State:
     """Per-connection HTTP state, kept on the connection as ``_http``."""
 
-    __slots__ = ("parse", "pending", "scanner", "current", "drained", "gzip")
+    __slots__ = ("parse", "pending", "scanner", "current", "answered", "drained", "gzip")
 
     def __init__(self, connection):
         self.parse = parser.ParseState()
         self.pending = None       # the Head of the request being read
         self.scanner = None       # its ChunkScanner when the body is chunked
         self.current = None       # the last decoded Request: the one being answered
+        self.answered = None      # the last Request a response was encoded for
         self.drained = None       # set while a file streams (stream.py)
         level = vars(connection).get("gzip")   # no AttributeError per connection
         if level is None and connection.worker is not None:
@@ -88,7 +89,7 @@ class Http:
             state = connection._http
         except AttributeError:
             state = _state(connection)
-        request = state.current
+        request = state.answered = state.current
         if isinstance(data, Response):
             return _respond(connection, state, request, data)
         body = _bytes(data)
@@ -101,6 +102,13 @@ class Http:
         else:
             data = b"%b%d\r\n\r\n%b" % (response.hello_head(keep_alive), len(body), body)
         return _final(connection, data, keep_alive)
+
+    @staticmethod
+    def handler_failed(connection):
+        """on_message raised: answer 500 (once) instead of leaving the client waiting."""
+        state = connection.__dict__.get("_http")
+        if state is not None and state.current is not None and state.answered is not state.current:
+            connection.send(Response(500, None, b"500 Internal Server Error"))
 
     @staticmethod
     def on_close(connection):
