@@ -7,6 +7,7 @@ table, or why it failed) and exits with the daemon's status. The pid file is our
 stale file, where the shell can no longer see it.
 """
 import os
+import sys
 
 from geventman import report
 
@@ -24,3 +25,4 @@ def detach():
         files_preserve=[write_end], signal_map={}, prevent_core=False)
     context.open()
     report.use_pipe(write_end)
+    sys.excepthook = report.crashed

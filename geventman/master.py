@@ -117,6 +117,10 @@ class Master:
     def _become_child(self):
         for handle in self._signal_handles:
             handle.cancel()
+        # Until the child installs its own handlers: SIGUSR2 and SIGIO terminate by
+        # default, and a `status` at this moment must not kill a child being born.
+        for action in ("status", "connections"):
+            signal.signal(signals.NUMBER[action], signal.SIG_IGN)
         for killer in self._killers.values():
             killer.kill(block=False)
         Timer.delete_all()
@@ -159,7 +163,7 @@ class Master:
         if self.stopping == "stop":
             return
         self.stopping = how
-        self.reload_queue = []
+        self.reload_queue, self.replacing = [], None
         for worker in self.workers:
             worker.close_listeners()  # no child will replace these: refuse, do not queue
         log("geventman[%s] stopping (%s)" % (self.start_file, how.replace("_", " ")))

@@ -2,6 +2,7 @@
 back to the launching process, which prints it and exits with the reported status."""
 import os
 import sys
+import traceback
 
 _pipe = None
 
@@ -26,6 +27,13 @@ def finish(code):
         os.write(_pipe, b"\0%d\n" % code)
         os.close(_pipe)
         _pipe = None
+
+
+def crashed(kind, value, trace):
+    """``sys.excepthook`` of the daemon: its stderr is /dev/null, so an exception that
+    ends it (an application that fails to import) is told to the launcher."""
+    say("".join(traceback.format_exception(kind, value, trace)).rstrip())
+    finish(1)
 
 
 def relay(fd):

@@ -12,9 +12,9 @@ from geventman.log import log_exception
 statistics = {"connections": 0, "total_request": 0, "send_fail": 0, "throw_exception": 0}
 
 # What escapes a user callback and is still that callback's failure. gevent's Timeout
-# and GreenletExit derive from BaseException, so ``except Exception`` lets them by: a
-# Timeout the handler started and did not catch, or a kill of the (pooled) greenlet
-# that ran it, used to leave its connection unread for good.
+# and GreenletExit derive from BaseException, so ``except Exception`` lets them by; a
+# Timeout the handler started and let out, or a kill of the pooled greenlet that ran
+# it, would otherwise end that greenlet and leave its connection unread for good.
 CALLBACK_ERRORS = (Exception, Timeout, GreenletExit)
 
 
@@ -25,9 +25,14 @@ def call(callback, *args):
     try:
         return callback(*args)
     except CALLBACK_ERRORS:  # user code: anything may escape it
-        statistics["throw_exception"] += 1
-        log_exception("exception in %s" % getattr(callback, "__qualname__", callback))
+        callback_failed(callback)
         return None
+
+
+def callback_failed(callback):
+    """Count and log (with its traceback) the exception ``callback`` just raised."""
+    statistics["throw_exception"] += 1
+    log_exception("exception in %s" % getattr(callback, "__qualname__", callback))
 
 
 def reset():

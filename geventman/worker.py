@@ -34,6 +34,7 @@ from geventman.runtime import call, statistics
 from geventman.timer import Timer
 
 ACCEPTS_PER_WAKEUP = 64
+ACCEPT_PAUSE = 0.1  # seconds without accepting after a failed accept (EMFILE...)
 UDP_READ_SIZE = 65535
 IDLE_GRACE = 0.2  # seconds before a reload closes idle connections (_close_when_idle)
 BACKLOG = 102400  # as Workerman; the kernel caps it at net.core.somaxconn
@@ -217,7 +218,11 @@ class Worker:
                 return
             except OSError as error:
                 if error.errno not in (errno.ECONNABORTED, errno.EINTR):
+                    # EMFILE leaves the socket readable: left on, the watcher would
+                    # spin the hub (and this log) until a descriptor is freed.
                     log("accept on %s failed: %s" % (self.address, error))
+                    self._watcher.stop()
+                    gevent.spawn_later(ACCEPT_PAUSE, self._accept_again, self._watcher)
                 return
             connection = TcpConnection(accepted_socket(fd), address, self, self.protocol)
             if self._tls_context is not None:
@@ -225,6 +230,10 @@ class Worker:
                 connection._tls = Tls(self._tls_context, server_side=True)
             self.connections[connection.id] = connection
             run_in_runner(connection.begin)
+
+    def _accept_again(self, watcher):
+        if watcher is self._watcher:  # still listening on that socket
+            watcher.start(self._on_acceptable)
 
     def _on_datagrams(self):
         for _ in range(ACCEPTS_PER_WAKEUP):

@@ -1,16 +1,19 @@
 """Regressions found by a review of the core runtime: each test failed before its fix.
 
-The apps here are text:// workers with count = 1 (one process, one runner pool);
-a connection that stopped being served shows as a read that times out (LineClient,
-5 s), so every check is bounded.
+The apps are small text:// workers with one process (one runner pool). A connection
+that stopped being served shows as a read that times out (LineClient: 5 s; the test
+backends: 10 s), so every check is bounded.
 """
 import os
 import signal
 import shutil
 import socket
+import struct
 
 from conftest import LineClient, free_port, wait_until
-from test_tls import certificate  # noqa: F401  (a fixture)
+import test_tls
+
+certificate = test_tls.certificate  # the fixture, shared
 
 RUNNER_APP = """
     import gevent
@@ -59,6 +62,15 @@ def runner_app(project, extra=""):
     return port
 
 
+def answers(port):
+    """True if a new connection gets its ping answered within a second."""
+    try:
+        with LineClient(port, timeout=1) as client:
+            return client.ask("ping") == "ok ping"
+    except OSError:
+        return False
+
+
 def welcomed(port):
     client = LineClient(port)
     assert client.recvline() == "welcome"
@@ -88,7 +100,7 @@ def test_a_handler_that_kills_its_runner_does_not_break_the_pool(project):
 
 def test_timeout_or_greenlet_exit_out_of_on_message_is_counted_and_survived(project):
     port = runner_app(project)
-    with welcomed(port), welcomed(port) as client:
+    with welcomed(port) as client:
         client.sendline("timeout")  # no answer: the handler raised before its send
         assert client.ask("after timeout") == "ok after timeout"
         client.sendline("exit")
@@ -106,7 +118,7 @@ def test_paused_text_lines_are_not_taken_for_one_oversized_package(project):
     TcpConnection.default_max_package_size = 1024
 """)
     lines = ["pause %04d" % n for n in range(300)]  # 3,300 bytes in one send
-    with welcomed(port), welcomed(port) as client:
+    with welcomed(port) as client:
         client.send("".join(line + "\n" for line in lines))
         assert [client.recvline() for _ in lines] == ["ok " + line for line in lines]
     assert "bad package" not in project.log()
@@ -236,10 +248,123 @@ def test_out_of_descriptors_pauses_accepting_instead_of_spinning(project):
     """ % port)
     project.start(ports=[port])
     failures = lambda: project.foreground_output().count("accept on")  # noqa: E731
-    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(40)]
     wait_until(failures, message="accept failing for want of descriptors")
     for client in clients:
         client.close()
-    wait_until(lambda: LineClient(port, timeout=1).ask("ping") == "ok ping", timeout=15,
-               message="accepting again once descriptors are free")
+    wait_until(lambda: answers(port), message="accepting again once descriptors are free")
     assert failures() < 50, "%d accept failures logged" % failures()
+
+
+def test_on_close_runs_once_when_the_protocols_last_words_fail(project):
+    # close() lets the protocol send its last words (before_close, e.g. a WebSocket
+    # close frame). When that send failed on a reset peer it destroyed the
+    # connection, and close() then destroyed it again: on_close ran twice.
+    port = free_port()
+    project.app("polite", """
+        from geventman import Worker
+        from geventman.protocols import register
+        from geventman.protocols.text import Text
+
+
+        class Polite(Text):
+            @staticmethod
+            def before_close(connection):
+                connection.send("bye")
+
+
+        register("polite", Polite)
+        worker = Worker("polite://127.0.0.1:%d")
+        closes = []
+
+
+        def on_message(connection, data):
+            command, _, argument = data.partition(" ")
+            target = worker.connections[int(argument)]
+            if command == "pause":  # so the server does not read the reset itself
+                target.pause_recv()
+                connection.send("paused")
+            elif command == "close":
+                target.close()
+                connection.send("closes " + str(closes.count(target.id)))
+
+
+        worker.on_connect = lambda connection: connection.send("welcome " + str(connection.id))
+        worker.on_message = on_message
+        worker.on_close = lambda connection: closes.append(connection.id)
+    """ % port)
+    project.start(ports=[port])
+    with LineClient(port) as control, LineClient(port) as victim:
+        control.recvline()
+        victim_id = int(victim.recvline().split()[1])
+        assert control.ask("pause %d" % victim_id) == "paused"
+        victim.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        victim.close()  # a reset: the server's next send to it fails
+        assert control.ask("close %d" % victim_id) == "closes 1"
+
+
+def test_start_d_reports_why_an_application_failed_to_load(project):
+    # Detached, stderr is /dev/null and the log is not set up yet while the
+    # applications load: the launcher only said the daemon exited, never why.
+    project.app("broken", """
+        raise RuntimeError("broken-app-marker")
+    """)
+    result = project.start_daemon()
+    assert result.returncode == 1
+    assert "RuntimeError: broken-app-marker" in result.stdout, result.stdout
+    assert project.master_pid() is None
+
+
+def test_reconnect_resolves_the_host_name_again(project):
+    # A link made by name reconnected to the address of its first connection, so a
+    # backend that moved (DNS failover) was never found. The app's resolver moves
+    # "backend.test" from 127.0.0.1 to 127.0.0.2 after the first lookup.
+    old, new = socket.socket(), socket.socket()
+    old.bind(("127.0.0.1", 0))
+    port = old.getsockname()[1]
+    new.bind(("127.0.0.2", port))
+    for backend in (old, new):
+        backend.listen(8)
+        backend.settimeout(10)
+    project.app("link", """
+        import socket
+
+        import gevent.socket
+        from geventman import Worker
+        from geventman.connection import AsyncTcpConnection
+
+        worker = Worker()
+        lookups = []
+        real_getaddrinfo = gevent.socket.getaddrinfo
+
+
+        def getaddrinfo(host, port, *args):
+            if host == "backend.test":
+                lookups.append(host)
+                host = "127.0.0.1" if len(lookups) == 1 else "127.0.0.2"
+            return real_getaddrinfo(host, port, *args)
+
+
+        gevent.socket.getaddrinfo = getaddrinfo
+
+
+        def on_worker_start(worker):
+            worker.link = AsyncTcpConnection("text://backend.test:%d")
+            worker.link.on_connect = lambda link: link.send("hello")
+            worker.link.on_close = lambda link: link.reconnect(0.1)
+            worker.link.connect()
+
+
+        worker.on_worker_start = on_worker_start
+    """ % port)
+    project.start()
+    try:
+        first, _ = old.accept()
+        first.close()  # the link reconnects, to where the name points now
+        second, _ = new.accept()
+        second.settimeout(10)
+        assert second.makefile("rb").readline() == b"hello\n"
+        second.close()
+    finally:
+        old.close()
+        new.close()

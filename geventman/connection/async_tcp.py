@@ -108,7 +108,8 @@ class AsyncTcpConnection(TcpConnection):
         self._write(self._tls.start())
 
     def _open(self):
-        host, port = self._remote_address
+        # The name, not the address of an earlier connection: each connect resolves.
+        host, port = self._remote_host, self._remote_address[1]
         family, kind, proto, _, address = gsocket.getaddrinfo(
             host, port, 0, _socket.SOCK_STREAM)[0]
         sock = _socket.socket(family, kind, proto)
@@ -126,9 +127,9 @@ class AsyncTcpConnection(TcpConnection):
             raise
 
     def _wait_connected(self, sock):
-        """Wait until the socket is writable; its SO_ERROR. ``destroy`` may end the wait
-        (ConnectionClosed) and clear ``_connect_watcher`` while the connect completes:
-        only this local name is trusted to close the watcher."""
+        """Wait until the socket is writable; return its SO_ERROR. ``destroy`` may end
+        the wait (ConnectionClosed) and clear ``_connect_watcher`` meanwhile, so the
+        watcher is closed through the local name."""
         hub = get_hub()
         watcher = self._connect_watcher = hub.loop.io(sock.fileno(), 2)
         try:

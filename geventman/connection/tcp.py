@@ -19,7 +19,7 @@ from geventman.log import log, log_exception
 from geventman.protocols import NOTHING
 from geventman.connection.tls import TlsError
 from geventman.protocols.text import Text
-from geventman.runtime import CALLBACK_ERRORS, call, statistics
+from geventman.runtime import CALLBACK_ERRORS, call, callback_failed, statistics
 
 READ_SIZE = 65536
 CONNECT_FAIL = 1
@@ -195,7 +195,7 @@ class TcpConnection:
             self.on_message(self, message)
         except CALLBACK_ERRORS:
             if self.on_message is not None:
-                _handler_failed(self.on_message)
+                callback_failed(self.on_message)
                 hook = getattr(self.protocol, "handler_failed", None)
                 if hook is not None:
                     hook(self)  # the protocol's answer to a failed handler (HTTP 500)
@@ -391,6 +391,8 @@ class TcpConnection:
         before_close = getattr(self.protocol, "before_close", None)
         if before_close is not None:
             before_close(self)  # the protocol's last words, e.g. a WebSocket close frame
+            if self.state is not State.ESTABLISHED:
+                return None  # their send failed (destroyed): CLOSING would undo that
         self.state = State.CLOSING
         if not self._send_buffer:
             self.destroy()
@@ -505,11 +507,6 @@ def _runner(task):
             # dead greenlet would be dropped and its connection never read again.
             _idle_runners.remove(current)
             raise
-
-
-def _handler_failed(callback):
-    statistics["throw_exception"] += 1
-    log_exception("exception in %s" % getattr(callback, "__qualname__", callback))
 
 
 def accepted_socket(fd):
