@@ -16,7 +16,7 @@ import gevent.os
 import gevent.queue
 
 from geventman import pidfile, proctitle, signals, status
-from geventman.log import log
+from geventman.log import log, log_exception
 from geventman.timer import Timer
 from geventman.version import __version__
 
@@ -98,10 +98,13 @@ class Master:
                 event = self.events.get(timeout=1)
             except gevent.queue.Empty:
                 continue
-            if event[0] == "signal":
-                getattr(self, "handle_" + event[1])()
-            else:
-                self.reap(*event[1:])
+            try:
+                if event[0] == "signal":
+                    getattr(self, "handle_" + event[1])()
+                else:
+                    self.reap(*event[1:])
+            except Exception:  # a failed fork, a full disk: log it, keep the children
+                log_exception("master: handling %r failed" % (event,))
 
     def spawn(self, index, worker, slot):
         pid = gevent.os.fork_and_watch(callback=self._child_exited)

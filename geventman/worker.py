@@ -68,9 +68,8 @@ class Worker:
         self.id = 0
         self.connections = {}
         self.on_worker_start = self.on_worker_stop = self.on_worker_reload = None
-        self.on_connect = self.on_message = self.on_close = self.on_error = None
-        self.on_buffer_full = self.on_buffer_drain = None
-        self.on_websocket_connect = self.on_websocket_ping = self.on_websocket_pong = None
+        for name in CALLBACKS:  # copied to each accepted connection
+            setattr(self, name, None)
         self.app_dir = caller_dir()
         self.scheme, self.transport = "", "tcp"
         if address:

@@ -28,6 +28,7 @@ NOTHING = type("Nothing", (), {"__repr__": lambda self: "NOTHING"})()
 _BUILTIN_MODULES = {"text": "text", "telnet": "text", "frame": "frame",
                     "http": "http", "websocket": "websocket", "ws": "ws", "wss": "ws"}
 _registered = {}
+_resolved = {}  # (name, app_dir) -> the adapted protocol
 
 
 class ProtocolNotFound(LookupError):
@@ -37,6 +38,7 @@ class ProtocolNotFound(LookupError):
 def register(name, protocol):
     """Make ``name://`` mean ``protocol`` in this process."""
     _registered[name.lower()] = protocol
+    _resolved.clear()
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,12 +71,16 @@ def resolve(scheme, app_dir=None):
     name = scheme.lower()
     if name in TRANSPORTS:
         return None
-    protocol = (_registered.get(name) or _from_application(name, app_dir)
-                or _builtin(name))
+    key = (name, app_dir)
+    protocol = _resolved.get(key)
     if protocol is None:
-        raise ProtocolNotFound("no protocol %r: register one, or write protocols/%s.py "
-                               "in the application" % (scheme, name))
-    return adapt(protocol)
+        protocol = (_registered.get(name) or _from_application(name, app_dir)
+                    or _builtin(name))
+        if protocol is None:
+            raise ProtocolNotFound("no protocol %r: register one, or write "
+                                   "protocols/%s.py in the application" % (scheme, name))
+        protocol = _resolved[key] = adapt(protocol)  # once per process (AsyncTcpConnection)
+    return protocol
 
 
 def check(scheme, app_dir=None):
