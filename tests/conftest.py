@@ -47,7 +47,35 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
-class LineClient:
+class SocketClient:
+    """What every blocking test client shares: ``sock``, closing, peer-close checks."""
+
+    sock = None
+
+    def closed_by_peer(self, timeout=5.0):
+        """True once the server has closed the connection (EOF or reset)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LineClient(SocketClient):
     """A blocking text:// client with a timeout on every read."""
 
     def __init__(self, port, host="127.0.0.1", timeout=5.0):
@@ -72,28 +100,6 @@ class LineClient:
     def ask(self, line):
         self.sendline(line)
         return self.recvline()
-
-    def closed_by_peer(self, timeout=5.0):
-        """True once the server has closed the connection (EOF or reset)."""
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except socket.timeout:
-            return False
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class Project:

@@ -6,6 +6,7 @@ import os
 import socket
 import struct
 
+from conftest import SocketClient
 from geventman.connection.tcp import TcpConnection
 from geventman.protocols._wsframe import apply_mask
 from geventman.protocols.websocket import Websocket, accept_key
@@ -128,7 +129,7 @@ def close_code(payload):
     return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
 
 
-class RawClient:
+class RawClient(SocketClient):
     """A blocking WebSocket client that sends whatever bytes it is given, for tests."""
 
     def __init__(self, port, path="/", extra=(), timeout=5.0):
@@ -181,23 +182,3 @@ class RawClient:
         first, payload = self.recv_frame()
         assert first == 0x81, hex(first)
         return payload.decode()
-
-    def closed_by_peer(self, timeout=5.0):
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                if not self.sock.recv(65536):
-                    return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except socket.timeout:
-            return False
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
