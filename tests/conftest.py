@@ -47,6 +47,21 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
+def app_source(source, port):
+    """An app template with ``PORT`` in it, for a given port."""
+    return source.replace("PORT", str(port))
+
+
+def recv_exactly(sock, count):
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("closed by server after %r" % data)
+        data += chunk
+    return data
+
+
 class SocketClient:
     """What every blocking test client shares: ``sock``, closing, peer-close checks."""
 

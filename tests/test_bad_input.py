@@ -7,13 +7,9 @@ bad client's own port; its child is still the same process afterwards.
 import re
 import socket
 
-from conftest import LineClient, free_port, wait_until
+from conftest import LineClient, app_source, free_port, recv_exactly, wait_until
 
 UDP_TIMEOUT = 10.0
-
-
-def app_source(source, port):
-    return source.replace("PORT", str(port))
 
 
 def log_lines_about(project, client_port):
@@ -30,16 +26,6 @@ def assert_closed_and_logged(project, client):
     assert len(lines) == 1, lines
     assert "Traceback" not in project.log(), project.log()
     return lines[0]
-
-
-def recv_exactly(sock, count):
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError("closed by server after %r" % data)
-        data += chunk
-    return data
 
 
 # -- text:// ---------------------------------------------------------------------

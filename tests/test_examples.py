@@ -11,23 +11,9 @@ import os
 import re
 import socket
 
-from conftest import LineClient, free_port, wait_until
+from conftest import LineClient, app_source, free_port, recv_exactly, wait_until
 
 UDP_TIMEOUT = 10.0
-
-
-def app_source(source, port):
-    return source.replace("PORT", str(port))
-
-
-def recv_exactly(sock, count):
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError("closed by server after %r" % data)
-        data += chunk
-    return data
 
 
 def recv_line(sock):
