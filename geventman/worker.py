@@ -24,7 +24,8 @@ import gevent.event
 from gevent import get_hub, spawn_raw
 
 from geventman import proctitle, runtime, signals, status
-from geventman.connection.tcp import CALLBACKS, TcpConnection, accepted_socket, run_in_runner
+from geventman.connection.tcp import (
+    CALLBACKS, ConnectionMap, TcpConnection, accepted_socket, run_in_runner)
 from geventman.connection.tls import Tls, server_context
 from geventman.connection.udp import UdpConnection
 from geventman.log import log, log_exception
@@ -66,7 +67,7 @@ class Worker:
         self.reuse_port = False
         self.protocol = None
         self.id = 0
-        self.connections = {}
+        self.connections = ConnectionMap()
         self.on_worker_start = self.on_worker_stop = self.on_worker_reload = None
         for name in CALLBACKS:  # copied to each accepted connection
             setattr(self, name, None)
@@ -325,7 +326,7 @@ class _Child:
 
     def handle_stop(self):
         self._stop_workers()
-        for connection in list(TcpConnection.connections.values()):
+        for connection in TcpConnection.connections.values():
             connection.destroy()
         self.done.set()
 
@@ -381,7 +382,7 @@ class _Child:
         started = time.monotonic()
         deadline = started + timeout
         while time.monotonic() < deadline:
-            remaining = [c for w in Worker._running for c in list(w.connections.values())]
+            remaining = [c for w in Worker._running for c in w.connections.values()]
             if not remaining:
                 return
             now = time.monotonic()
@@ -398,7 +399,7 @@ class _Child:
                     connection.close()
             gevent.sleep(0.02)
         for worker in Worker._running:
-            for connection in list(worker.connections.values()):
+            for connection in worker.connections.values():
                 connection.destroy()
 
 

@@ -6,7 +6,9 @@ receives the app's event lines and may ask about other connections by id.
 """
 import hashlib
 import os
+import re
 import socket
+import struct
 import threading
 
 import pytest
@@ -365,3 +367,68 @@ def test_a_second_server_on_the_same_port_does_not_start(project, tmp_path_facto
     for _ in range(10):
         with LineClient(port) as client:
             assert client.ask("who") == "first"
+
+
+def test_a_handler_may_loop_over_worker_connections_while_they_close(project):
+    """A PHP foreach walks a copy; so does a loop over worker.connections. Here one send
+    of a broadcast meets a peer that reset (its close runs inside the loop and
+    broadcasts again), and a second handler closes every other connection in a loop."""
+    port = free_port()
+    project.app("broadcast", """
+        from geventman import Worker
+
+        worker = Worker("text://127.0.0.1:%d")
+        worker.count = 1
+
+
+        def broadcast(text):
+            return [c.send(text) for c in worker.connections.values()].count(True)
+
+
+        def on_message(connection, data):
+            if data == "pause":     # its reset goes unseen until a send meets it
+                connection.pause_recv()
+                connection.loud = True
+                connection.send("paused")
+            elif data == "count":
+                connection.send("count %%d" %% len(worker.connections))
+            elif data == "kick":
+                for other in worker.connections.values():
+                    if other is not connection:
+                        other.close()
+                connection.send("kicked, %%d left" %% len(worker.connections))
+            else:
+                connection.send("delivered %%d" %% broadcast("said " + data))
+
+
+        def on_close(connection):
+            if getattr(connection, "loud", False):
+                broadcast("left %%d" %% connection.id)
+
+
+        worker.on_close = on_close
+        worker.on_message = on_message
+    """ % port)
+    project.start(ports=[port])
+    first = LineClient(port)
+    reset = LineClient(port)
+    assert reset.ask("pause") == "paused"
+    wait_until(lambda: first.ask("count") == "count 2", message="the start probe gone")
+    third = LineClient(port)
+    wait_until(lambda: first.ask("count") == "count 3", message="the third accepted")
+    reset.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reset.sock.close()  # a reset, which the paused server side has not read
+
+    first.sendline("hi")
+    assert first.recvline() == "said hi"
+    assert re.fullmatch(r"left \d+", first.recvline())   # from inside the loop
+    assert first.recvline() == "delivered 2"              # the loop went on to the third
+    assert third.recvline().startswith("left ")
+    assert third.recvline() == "said hi"
+
+    fourth = LineClient(port)
+    wait_until(lambda: first.ask("count") == "count 3", message="the fourth accepted")
+    assert first.ask("kick") == "kicked, 1 left"
+    for client in (third, fourth):
+        assert client.closed_by_peer()
+    first.close()

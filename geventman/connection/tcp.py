@@ -43,12 +43,32 @@ CALLBACKS = ("on_connect", "on_message", "on_close", "on_error",
              "on_websocket_connect", "on_websocket_ping", "on_websocket_pong")
 
 
+class ConnectionMap(dict):
+    """Connection id -> connection. Looping over it walks a copy, as a PHP foreach does:
+    a handler that broadcasts may close connections, or have one closed under it by a
+    send to a peer that reset, without "dictionary changed size during iteration"."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter(list(dict.keys(self)))
+
+    def keys(self):
+        return list(dict.keys(self))
+
+    def values(self):
+        return list(dict.values(self))
+
+    def items(self):
+        return list(dict.items(self))
+
+
 class TcpConnection:
     """A client connection accepted by a worker. Any attribute may be set on it."""
 
     default_max_send_buffer_size = 1 << 20
     default_max_package_size = 10 << 20
-    connections = {}
+    connections = ConnectionMap()
     _ids = itertools.count(1)
 
     on_connect = on_message = on_close = on_error = None
