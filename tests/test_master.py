@@ -278,24 +278,39 @@ def test_sigusr1_reloads_like_the_command(project):
 # -- balance -------------------------------------------------------------------------
 
 def test_connections_spread_evenly_over_four_children(project):
+    """400 connections over count=4: every child within +-25% of 100. The kernel picks
+    a slot by a keyed hash of the addresses, so one sample of 400 falls outside the band
+    about 1.5% of the time by chance alone; a second, fresh sample is taken only then."""
     port = free_port()
     project.app("one", service(port, count=4))
     project.start(ports=[port])
     children = project.wait_children(4)
-    clients = []
-    try:
-        shares = collections.Counter()
-        for _ in range(400):
-            client = LineClient(port)
-            clients.append(client)
-            shares[int(client.ask("pid"))] += 1
-        assert set(shares) == set(children)
-        assert all(75 <= shares[pid] <= 125 for pid in children), shares
-        rows = rows_by_pid(project)
-        assert {pid: rows[pid]["connections"] for pid in children} == dict(shares)
-    finally:
-        for client in clients:
-            client.close()
+
+    def sample():
+        clients = []
+        try:
+            shares = collections.Counter()
+            for _ in range(400):
+                client = LineClient(port)
+                clients.append(client)
+                shares[int(client.ask("pid"))] += 1
+            assert set(shares) == set(children)
+            rows = rows_by_pid(project)
+            assert {pid: rows[pid]["connections"] for pid in children} == dict(shares)
+            return shares
+        finally:
+            for client in clients:
+                client.close()
+
+    def even(shares):
+        return all(75 <= shares[pid] <= 125 for pid in children)
+
+    shares = sample()
+    if not even(shares):
+        wait_until(lambda: sum(row["connections"] for row in rows_by_pid(project).values())
+                   == 0, message="the first sample's connections closed")
+        shares = sample()
+    assert even(shares), shares
 
 
 # -- stop and restart ----------------------------------------------------------------
