@@ -383,7 +383,8 @@ def run(args):
             for name, server in servers.items():
                 report["long"][name].append(measure_long(server, args))
         for name, server in servers.items():
-            report["idle"][name] = measure_idle(server, args.idle)
+            if args.idle:  # --idle 0: throughput only
+                report["idle"][name] = measure_idle(server, args.idle)
     finally:
         for server in servers.values():
             server.stop()

@@ -25,7 +25,7 @@ from gevent import get_hub, spawn_raw
 
 from geventman import proctitle, runtime, signals, status
 from geventman.connection.tcp import (
-    CALLBACKS, ConnectionMap, TcpConnection, accepted_socket, run_in_runner)
+    CALLBACKS, ConnectionMap, TcpConnection, accepted_socket, run_soon)
 from geventman.connection.tls import Tls, server_context
 from geventman.connection.udp import UdpConnection
 from geventman.log import log, log_exception
@@ -229,7 +229,7 @@ class Worker:
                 connection.transport = "ssl"
                 connection._tls = Tls(self._tls_context, server_side=True)
             self.connections[connection.id] = connection
-            run_in_runner(connection.begin)
+            run_soon(connection.begin)
 
     def _accept_again(self, watcher):
         if watcher is self._watcher:  # still listening on that socket
