@@ -35,6 +35,11 @@ class State(enum.Enum):
     CLOSED = 8
 
 
+# Reading an Enum member off its class costs about 50 ns on Python 3.11 (it goes through
+# EnumType.__getattr__), and a message passes a dozen such checks: the hot paths
+# compare against these module-level names instead.
+INITIAL, CONNECTING, ESTABLISHED, CLOSING, CLOSED = State
+
 class ConnectionClosed(Exception):
     """Thrown into a greenlet that waits on a connection that was destroyed."""
 
@@ -96,7 +101,7 @@ class TcpConnection:
         self.worker = worker
         self._sock = sock
         self._remote_address = remote_address
-        self.state = State.ESTABLISHED
+        self.state = ESTABLISHED
         self.created = time.monotonic()
         if worker is not None:
             for name in worker.connection_callbacks:
@@ -135,7 +140,7 @@ class TcpConnection:
 
     def begin(self):
         """In a greenlet: run on_connect, then start reading."""
-        if self.state is not State.ESTABLISHED:
+        if self.state is not ESTABLISHED:
             return  # an outgoing link's first write (TLS hello, handshake) failed
         self._read_watcher = get_hub().loop.io(self._sock.fileno(), 1)
         self._busy = True
@@ -145,7 +150,7 @@ class TcpConnection:
 
     def _arm(self):
         watcher = self._read_watcher
-        if self.state is State.ESTABLISHED and not self._paused and not watcher.active:
+        if self.state is ESTABLISHED and not self._paused and not watcher.active:
             watcher.start(self._on_readable)
 
     def _on_readable(self):
@@ -155,7 +160,7 @@ class TcpConnection:
 
     def _wakeup(self):
         """In a runner: one recv, the messages it completes, then wait again."""
-        if self.state is not State.ESTABLISHED:
+        if self.state is not ESTABLISHED:
             return
         self._busy = True
         try:
@@ -174,7 +179,7 @@ class TcpConnection:
             if data:
                 self._feed(data)
         self._busy = False
-        if self.state is State.ESTABLISHED:
+        if self.state is ESTABLISHED:
             self._arm()
         return None
 
@@ -192,13 +197,13 @@ class TcpConnection:
 
     def _resume(self):
         """In a runner, after resume_recv: input that arrived before the pause first."""
-        if self.state is not State.ESTABLISHED or self._paused or self._busy:
+        if self.state is not ESTABLISHED or self._paused or self._busy:
             return
         if self._recv_buffer:  # only if there is some: tcp:// would get an empty message
             self._busy = True
             self._feed(b"")
             self._busy = False
-        if self.state is State.ESTABLISHED:
+        if self.state is ESTABLISHED:
             self._arm()
 
     def _feed(self, data):
@@ -225,7 +230,7 @@ class TcpConnection:
         """text:// fast path: the same rules as Text.input/decode, without the calls."""
         buffer = self._recv_buffer + data if self._recv_buffer else data
         start = 0
-        while not self._paused and self.state is State.ESTABLISHED:
+        while not self._paused and self.state is ESTABLISHED:
             end = buffer.find(b"\n", start)
             if end < 0:
                 # Only an unfinished line can be too long: lines left complete by a
@@ -253,7 +258,7 @@ class TcpConnection:
             self._pending = None
         else:
             buffer = self._recv_buffer + data if self._recv_buffer else data
-        while buffer and not self._paused and self.state is State.ESTABLISHED:
+        while buffer and not self._paused and self.state is ESTABLISHED:
             protocol = self.protocol  # input() may switch it (HTTP upgrade)
             length = self._package_length
             if not length:
@@ -262,7 +267,7 @@ class TcpConnection:
                 except Exception:
                     log_exception("%s.input failed" % protocol.__name__)
                     return self.destroy()
-                if self.state is not State.ESTABLISHED:
+                if self.state is not ESTABLISHED:
                     return None  # input() closed it (after its last words, if any)
                 if length is False:
                     return self._bad_package(length)
@@ -297,7 +302,7 @@ class TcpConnection:
     def _keep(self, rest):
         """Keep unread input for the next read, unless a handler closed the connection
         or reconnected it (what is left belongs to the old link)."""
-        self._recv_buffer = rest if self.state is State.ESTABLISHED else b""
+        self._recv_buffer = rest if self.state is ESTABLISHED else b""
 
     def _bad_package(self, length):
         log("bad package from %s:%s (package length %r), closing" % (
@@ -314,7 +319,7 @@ class TcpConnection:
         if not self._paused:
             return
         self._paused = False
-        if self.state is State.ESTABLISHED and self._read_watcher is not None and not self._busy:
+        if self.state is ESTABLISHED and self._read_watcher is not None and not self._busy:
             get_hub().loop.run_callback(run_in_runner, self._resume)
 
     # -- writing ---------------------------------------------------------------
@@ -322,7 +327,7 @@ class TcpConnection:
     def send(self, data, raw=False):
         """True: written now; None: queued; False: closed, or the buffer was full."""
         state = self.state
-        if state is State.CLOSING or state is State.CLOSED:
+        if state is CLOSING or state is CLOSED:
             return False
         if not raw and self.protocol is not None:
             data = self.protocol.encode(data, self)
@@ -337,7 +342,7 @@ class TcpConnection:
         return self._write(data)
 
     def _write(self, data):
-        if self.state is not State.ESTABLISHED or self._send_buffer:
+        if self.state is not ESTABLISHED or self._send_buffer:
             return self._queue(data)
         try:
             sent = self._sock.send(data)
@@ -358,7 +363,7 @@ class TcpConnection:
             call(self.on_error, self, SEND_FAIL, "send buffer full and drop package")
             return False
         buffer += data
-        if self.state is State.ESTABLISHED:
+        if self.state is ESTABLISHED:
             self._start_writer()
         if len(buffer) >= self.max_send_buffer_size:
             call(self.on_buffer_full, self)
@@ -387,11 +392,11 @@ class TcpConnection:
         self._write_watcher.stop()
         if self.on_buffer_drain is not None:
             spawn_raw(call, self.on_buffer_drain, self)
-        if self.state is State.CLOSING:
+        if self.state is CLOSING:
             spawn_raw(self.destroy)
 
     def _send_failed(self, error):
-        if self.state is State.CLOSED:
+        if self.state is CLOSED:
             return
         statistics["send_fail"] += 1
         call(self.on_error, self, SEND_FAIL, "client closed: %s" % error)
@@ -401,29 +406,29 @@ class TcpConnection:
 
     def close(self, data=None, raw=False):
         """Send ``data`` if given, flush what is queued, then close."""
-        if self.state is State.INITIAL or self.state is State.CONNECTING:
+        if self.state is INITIAL or self.state is CONNECTING:
             return self.destroy()
-        if self.state is not State.ESTABLISHED:
+        if self.state is not ESTABLISHED:
             return None
         if data is not None:
             self.send(data, raw)
-            if self.state is not State.ESTABLISHED:
+            if self.state is not ESTABLISHED:
                 return None  # the send failed (destroyed) or closed it already
         before_close = getattr(self.protocol, "before_close", None)
         if before_close is not None:
             before_close(self)  # the protocol's last words, e.g. a WebSocket close frame
-            if self.state is not State.ESTABLISHED:
+            if self.state is not ESTABLISHED:
                 return None  # their send failed (destroyed): CLOSING would undo that
-        self.state = State.CLOSING
+        self.state = CLOSING
         if not self._send_buffer:
             self.destroy()
         return None
 
     def destroy(self):
         """Close now, dropping what is queued. on_close runs exactly once."""
-        if self.state is State.CLOSED:
+        if self.state is CLOSED:
             return
-        self.state = State.CLOSED
+        self.state = CLOSED
         for watcher in (self._read_watcher, self._write_watcher):
             if watcher is not None:  # callbacks of ours, no greenlet waits on them
                 watcher.stop()

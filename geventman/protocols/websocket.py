@@ -23,9 +23,9 @@ from urllib.parse import parse_qsl
 from geventman.log import log
 from geventman.protocols import NOTHING, _wsdeflate
 from geventman.protocols._wsframe import (
-    BINARY_TYPE_ARRAYBUFFER, BINARY_TYPE_BLOB, GOING_AWAY, NORMAL, PING, Phase, Session,
-    build, call_hook, close_frame, flush_pending, frame_length, message_frame,
-    queue_before_open, receive, session_of)
+    BINARY_TYPE_ARRAYBUFFER, BINARY_TYPE_BLOB, CLOSED, CLOSING, GOING_AWAY, HANDSHAKE, NORMAL,
+    OPEN, PING, Session, build, call_hook, close_frame, flush_pending, frame_length,
+    message_frame, queue_before_open, receive, session_of)
 from geventman.version import __version__
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   # section 1.3
@@ -59,18 +59,18 @@ class Websocket:
             session = connection.websocket
         except AttributeError:
             session = session_of(connection)
-        if session.phase is Phase.OPEN:
+        if session.phase is OPEN:
             return frame_length(buffer, connection, session)
-        if session.phase is Phase.HANDSHAKE:
+        if session.phase is HANDSHAKE:
             return _head_length(buffer, connection)
         return 0
 
     @staticmethod
     def decode(package, connection):
         session = connection.websocket
-        if session.phase is Phase.OPEN:
+        if session.phase is OPEN:
             return receive(package, connection, session)
-        if session.phase is Phase.HANDSHAKE:
+        if session.phase is HANDSHAKE:
             return handshake(package, connection, session)
         return NOTHING
 
@@ -80,9 +80,9 @@ class Websocket:
             session = connection.websocket
         except AttributeError:
             session = session_of(connection)
-        if session.phase is Phase.OPEN:
+        if session.phase is OPEN:
             return message_frame(data, connection, session)
-        if session.phase is Phase.HANDSHAKE:
+        if session.phase is HANDSHAKE:
             return queue_before_open(data, connection, session)
         return b""
 
@@ -93,14 +93,14 @@ class Websocket:
         session = getattr(connection, "websocket", None)
         if session is None or session.close_sent:
             return
-        if session.phase is Phase.OPEN:
+        if session.phase is OPEN:
             session.close_sent = True
-            session.phase = Phase.CLOSING
+            session.phase = CLOSING
             worker = connection.worker
             stopping = worker is not None and getattr(worker, "_stopping", False)
             connection.send(close_frame(GOING_AWAY if stopping else NORMAL), True)
-        elif session.phase is Phase.HANDSHAKE and session.request is not None:
-            session.phase = Phase.CLOSING
+        elif session.phase is HANDSHAKE and session.request is not None:
+            session.phase = CLOSING
             if _written(connection) == session.mark:  # the application answered nothing
                 connection.send(_http_answer(403, b"Forbidden\n"), True)
 
@@ -108,7 +108,7 @@ class Websocket:
     def on_close(connection):
         session = getattr(connection, "websocket", None)
         if session is not None:
-            session.phase = Phase.CLOSED
+            session.phase = CLOSED
             session.deflate = None
             session.pending = []
 
@@ -132,9 +132,9 @@ def upgrade(connection, head):
 def close(connection, code=NORMAL, reason=""):
     """Close with a given status code (4000-4999 are for applications)."""
     session = session_of(connection)
-    if session.phase is Phase.OPEN and not session.close_sent:
+    if session.phase is OPEN and not session.close_sent:
         session.close_sent = True
-        session.phase = Phase.CLOSING
+        session.phase = CLOSING
         return connection.close(close_frame(code, reason), True)
     return connection.close()
 
@@ -143,7 +143,7 @@ def ping(connection, data=b""):
     """Send a ping (server or client side); the peer's pong calls on_websocket_pong.
     False if the connection is not open."""
     session = session_of(connection)
-    if session.phase is not Phase.OPEN:
+    if session.phase is not OPEN:
         return False
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -200,7 +200,7 @@ def handshake(head, connection, session):
     # Not kept: about 2.5 KB per connection (measured with tracemalloc), more than the
     # rest of the WebSocket state. Applications keep what they need on the connection.
     session.request = None
-    if session.phase is not Phase.HANDSHAKE:
+    if session.phase is not HANDSHAKE:
         return NOTHING  # on_websocket_connect closed the connection
     lines = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket",
              "Connection: Upgrade", "Sec-WebSocket-Accept: " + accept_key(key)]
@@ -208,7 +208,7 @@ def handshake(head, connection, session):
         lines.append("Sec-WebSocket-Extensions: " + offer)
     lines += _user_headers(connection, session)
     connection.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), True)
-    session.phase = Phase.OPEN
+    session.phase = OPEN
     if session.pending:
         flush_pending(connection, session)
     return NOTHING
@@ -263,7 +263,7 @@ def _http_answer(status, body, content_type="text/plain; charset=utf-8", headers
 
 def _refuse(connection, session, status, body, content_type="text/plain; charset=utf-8",
             headers=()):
-    session.phase = Phase.CLOSING
+    session.phase = CLOSING
     connection.close(_http_answer(status, body, content_type, headers), True)
 
 

@@ -20,8 +20,8 @@ import os
 from geventman.log import log
 from geventman.protocols import NOTHING, _wsdeflate, split_address
 from geventman.protocols._wsframe import (
-    BINARY_TYPE_ARRAYBUFFER, BINARY_TYPE_BLOB, NORMAL, PING, Phase, Session, build,
-    call_hook, close_frame, flush_pending, frame_length, message_frame,
+    BINARY_TYPE_ARRAYBUFFER, BINARY_TYPE_BLOB, CLOSING, HANDSHAKE, NORMAL, OPEN, PING, Session,
+    build, call_hook, close_frame, flush_pending, frame_length, message_frame,
     queue_before_open, receive)
 from geventman.protocols.websocket import (MAX_HEAD_SIZE, SERVER, accept_key, header_lines,
                                            header_tokens)
@@ -51,7 +51,7 @@ class Ws:
     def on_connect(connection):
         """Runs right after the TCP connect, before the application's on_connect."""
         session = _session(connection)
-        if session.phase is not Phase.HANDSHAKE:  # left over from an earlier connection
+        if session.phase is not HANDSHAKE:  # left over from an earlier connection
             session = connection.websocket = Session(client=True)
         session.key = base64.b64encode(os.urandom(16)).decode()
         connection.send(handshake_request(connection, session.key), True)
@@ -59,9 +59,9 @@ class Ws:
     @staticmethod
     def input(buffer, connection):
         session = _session(connection)
-        if session.phase is Phase.OPEN:
+        if session.phase is OPEN:
             return frame_length(buffer, connection, session)
-        if session.phase is Phase.HANDSHAKE:
+        if session.phase is HANDSHAKE:
             end = buffer.find(b"\r\n\r\n")
             if end >= 0:
                 return end + 4
@@ -73,27 +73,27 @@ class Ws:
     @staticmethod
     def decode(package, connection):
         session = connection.websocket
-        if session.phase is Phase.OPEN:
+        if session.phase is OPEN:
             return receive(package, connection, session)
-        if session.phase is Phase.HANDSHAKE:
+        if session.phase is HANDSHAKE:
             return _handshake_response(package, connection, session)
         return NOTHING
 
     @staticmethod
     def encode(data, connection):
         session = _session(connection)
-        if session.phase is Phase.OPEN:
+        if session.phase is OPEN:
             return message_frame(data, connection, session)
-        if session.phase is Phase.HANDSHAKE:
+        if session.phase is HANDSHAKE:
             return queue_before_open(data, connection, session)
         return b""
 
     @staticmethod
     def before_close(connection):
         session = getattr(connection, "websocket", None)
-        if session is not None and session.phase is Phase.OPEN and not session.close_sent:
+        if session is not None and session.phase is OPEN and not session.close_sent:
             session.close_sent = True
-            session.phase = Phase.CLOSING
+            session.phase = CLOSING
             connection.send(close_frame(NORMAL, "", True), True)
 
     @staticmethod
@@ -105,7 +105,7 @@ class Ws:
         if old is None:
             return
         _stop_ping(old)
-        if old.phase is Phase.HANDSHAKE:
+        if old.phase is HANDSHAKE:
             fresh.pending, fresh.pending_size = old.pending, old.pending_size
 
 
@@ -199,9 +199,9 @@ def _handshake_response(head, connection, session):
         return _handshake_failed(connection, "subprotocol %r was not offered" % subprotocol)
     session.subprotocol = subprotocol
     session.response = response
-    session.phase = Phase.OPEN
+    session.phase = OPEN
     call_hook(connection, "on_websocket_connect", response)
-    if session.phase is not Phase.OPEN:
+    if session.phase is not OPEN:
         return NOTHING
     if session.pending:
         flush_pending(connection, session)
@@ -214,7 +214,7 @@ def _handshake_response(head, connection, session):
 def _handshake_failed(connection, reason):
     message = "websocket handshake with %s failed: %s" % (connection.remote_uri, reason)
     log(message)
-    connection.websocket.phase = Phase.CLOSING
+    connection.websocket.phase = CLOSING
     call(connection.on_error, connection, CONNECT_FAIL, message)
     connection.destroy()
     return NOTHING
@@ -222,7 +222,7 @@ def _handshake_failed(connection, reason):
 
 def _ping(connection):
     session = getattr(connection, "websocket", None)
-    if session is None or session.phase is not Phase.OPEN:
+    if session is None or session.phase is not OPEN:
         return
     connection.send(build(PING, b"", True), True)
 
