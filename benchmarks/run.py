@@ -108,8 +108,11 @@ class Server:
 
     def start(self, pin):
         self.log = open(os.path.join(RESULTS, "%s.log" % self.name), "w")
+        # A session of its own, as a deployed server has (see ws_bench.py: autogroup
+        # scheduling).
         self.popen = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env,
-                                      stdout=self.log, stderr=subprocess.STDOUT)
+                                      stdout=self.log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
         self.known[self.popen.pid] = psutil.Process(self.popen.pid)
         wait_until(lambda: len(self.children()) == self.processes
                    or self.popen.poll() is not None, 15, "%s children" % self.name)

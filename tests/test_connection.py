@@ -432,3 +432,46 @@ def test_a_handler_may_loop_over_worker_connections_while_they_close(project):
     for client in (third, fourth):
         assert client.closed_by_peer()
     first.close()
+
+
+def test_handlers_that_block_do_not_hold_up_the_other_connections(project):
+    """Twenty connections ask at once; each handler blocks until released. Wake-ups that
+    arrive in the same turn of the loop are served by one runner in a row, so the rest
+    must move to other runners while the first blocks, or their handlers never start."""
+    port = free_port()
+    project.app("blocking", """
+        import gevent.event
+
+        from geventman import Worker
+
+        worker = Worker("text://127.0.0.1:%d")
+        worker.count = 1
+        released = gevent.event.Event()
+        waiting = []
+
+
+        def on_message(connection, data):
+            if data == "count":
+                connection.send("waiting %%d" %% len(waiting))
+            elif data == "release":
+                released.set()
+                connection.send("released")
+            else:
+                waiting.append(connection.id)
+                released.wait()  # blocks this handler's greenlet only
+                connection.send("done " + data)
+
+
+        worker.on_message = on_message
+    """ % port)
+    project.start(ports=[port])
+    control = LineClient(port)
+    clients = [LineClient(port) for _ in range(20)]
+    for number, client in enumerate(clients):
+        client.sock.sendall(b"wait%d\n" % number)  # a burst: no reply awaited in between
+    wait_until(lambda: control.ask("count") == "waiting 20", message="20 handlers waiting")
+    assert control.ask("release") == "released"
+    for number, client in enumerate(clients):
+        assert client.recvline() == "done wait%d" % number
+        client.close()
+    control.close()
