@@ -16,6 +16,7 @@ class _State:
 class FakeConnection:
     max_package_size = 10 << 20
     max_send_buffer_size = 1 << 20
+    request_timeout = 0  # no timer in the test process: timeouts are tested end to end
 
     def __init__(self, on_message=None, worker=None, protocol=Http):
         self.protocol = protocol

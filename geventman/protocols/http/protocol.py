@@ -11,7 +11,7 @@ connection once its response is written. Bad input is answered with its status
 import os
 
 from geventman.log import log
-from geventman.protocols.http import parser, response, session, stream
+from geventman.protocols.http import parser, response, session, stream, timeout
 from geventman.protocols.http.context import current_request
 from geventman.protocols.http.request import Request
 from geventman.protocols.http.response import Response
@@ -22,7 +22,8 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class _State:
     """Per-connection HTTP state, kept on the connection as ``_http``."""
 
-    __slots__ = ("parse", "pending", "scanner", "current", "answered", "drained", "gzip")
+    __slots__ = ("parse", "pending", "scanner", "current", "answered", "drained", "gzip",
+                 "timed")
 
     def __init__(self, connection):
         self.parse = parser.ParseState()
@@ -31,6 +32,7 @@ class _State:
         self.current = None       # the last decoded Request: the one being answered
         self.answered = None      # the last Request a response was encoded for
         self.drained = None       # set while a file streams (stream.py)
+        self.timed = False        # the request being read is on timeout.py's watch list
         level = vars(connection).get("gzip")   # no AttributeError per connection
         if level is None and connection.worker is not None:
             level = vars(connection.worker).get("gzip")
@@ -56,13 +58,18 @@ class Http:
             if head is None:
                 head = parser.read_head(buffer, state.parse, Http.header_limit)
                 if head is None:
+                    state.timed = timeout.watch(connection, "head")
                     return 0
                 _admit(head, buffer, connection, state)
             if state.scanner is not None:
                 if len(buffer) >= connection.max_package_size:
                     raise parser.Reject(413, "body over max_package_size")
-                return state.scanner.scan(buffer)
-            return head.head_end + head.length
+                length = state.scanner.scan(buffer)
+            else:
+                length = head.head_end + head.length
+            if not length or length > len(buffer):
+                state.timed = timeout.watch(connection, "body")
+            return length
         except parser.Reject as rejection:
             return _reject(connection, state, rejection)
 
@@ -70,6 +77,9 @@ class Http:
     def decode(package, connection):
         state = connection._http
         head, state.pending = state.pending, None
+        if state.timed:  # the body came in later reads: it is whole now
+            state.timed = False
+            timeout.done(connection)
         if state.scanner is not None:
             body, state.scanner = state.scanner.body, None
         else:
@@ -115,6 +125,8 @@ class Http:
         state = connection.__dict__.get("_http")
         if state is None:
             return
+        if state.timed:
+            timeout.done(connection)
         if state.drained is not None:
             state.drained.set()
         if state.current is not None:
