@@ -15,6 +15,8 @@ from conftest import free_port, wait_until
 LINK_APP = """
     import os
 
+    import gevent
+
     from geventman import Worker
     from geventman.connection import AsyncTcpConnection
 
@@ -39,6 +41,13 @@ LINK_APP = """
 
 
     def on_message(link, data):
+        if data == "switch":  # reconnect, then block until the new link is up and busy
+            before = state["connects"]
+            link.reconnect()
+            while state["connects"] == before:
+                gevent.sleep(0.01)
+            gevent.sleep(0.3)
+            return record("S")
         link.send("echo " + data)
 
 
@@ -170,3 +179,24 @@ def test_connect_failure_gives_on_error_1_then_on_close(link):
     assert found.group(3).split(",") == ["1:True"] * found.group(2).count("E")
     reader.close()
     sock.close()
+
+
+def test_a_handler_that_reconnects_and_blocks_leaves_the_new_link_alone(link):
+    """The rest of the old link's input is dropped, and when the handler returns it
+    does not touch the new link (which is being served meanwhile)."""
+    project, backend, sequence = link
+    backend.up()
+    project.start()
+    old, old_reader = backend.accept()
+    for _ in range(3):  # early 1, early 2, hello
+        line(old_reader)
+    old.sendall(b"switch\nstale\n")   # one read on the app's side
+    new, reader = backend.accept()
+    assert line(reader).startswith("hello connects=2 ")
+    new.sendall(b"ping\n")             # served while the switch handler still sleeps
+    assert line(reader) == "echo ping"
+    wait_until(lambda: sequence() == "CS", message="the switch handler's return")
+    new.sendall(b"after\n")
+    assert line(reader) == "echo after"
+    for sock in (old_reader, old, reader, new):
+        sock.close()

@@ -91,6 +91,7 @@ class TcpConnection:
     _read_watcher = _write_watcher = None
     _paused = False
     _busy = False      # a greenlet is serving this connection right now
+    _link = 0          # +1 per destroy(): a reconnect() starts a new link on this object
     _tls = None
     _recv_buffer = b""
     _pending = None
@@ -162,6 +163,7 @@ class TcpConnection:
         """In a runner: one recv, the messages it completes, then wait again."""
         if self.state is not ESTABLISHED:
             return
+        link = self._link
         self._busy = True
         try:
             data = self._sock.recv(READ_SIZE)
@@ -178,6 +180,8 @@ class TcpConnection:
                 data = self._decrypt(data)
             if data:
                 self._feed(data)
+                if self._link != link:
+                    return None  # destroyed meanwhile, perhaps reconnected: not ours now
         self._busy = False
         if self.state is ESTABLISHED:
             self._arm()
@@ -200,8 +204,11 @@ class TcpConnection:
         if self.state is not ESTABLISHED or self._paused or self._busy:
             return
         if self._recv_buffer:  # only if there is some: tcp:// would get an empty message
+            link = self._link
             self._busy = True
             self._feed(b"")
+            if self._link != link:
+                return  # destroyed meanwhile, perhaps reconnected
             self._busy = False
         if self.state is ESTABLISHED:
             self._arm()
@@ -230,7 +237,8 @@ class TcpConnection:
         """text:// fast path: the same rules as Text.input/decode, without the calls."""
         buffer = self._recv_buffer + data if self._recv_buffer else data
         start = 0
-        while not self._paused and self.state is ESTABLISHED:
+        link = self._link
+        while not self._paused and self.state is ESTABLISHED and self._link == link:
             end = buffer.find(b"\n", start)
             if end < 0:
                 # Only an unfinished line can be too long: lines left complete by a
@@ -244,7 +252,7 @@ class TcpConnection:
             start = end + 1
             statistics["total_request"] += 1
             self._deliver(line.decode("utf-8", "replace"))
-        self._keep(buffer[start:] if start else buffer)
+        self._keep(buffer[start:] if start else buffer, link)
         return None
 
     def _feed_packages(self, data):
@@ -258,7 +266,8 @@ class TcpConnection:
             self._pending = None
         else:
             buffer = self._recv_buffer + data if self._recv_buffer else data
-        while buffer and not self._paused and self.state is ESTABLISHED:
+        link = self._link
+        while buffer and not self._paused and self.state is ESTABLISHED and self._link == link:
             protocol = self.protocol  # input() may switch it (HTTP upgrade)
             length = self._package_length
             if not length:
@@ -296,13 +305,14 @@ class TcpConnection:
                 return self.destroy()
             if message is not NOTHING:
                 self._deliver(message)
-        self._keep(buffer)
+        self._keep(buffer, link)
         return None
 
-    def _keep(self, rest):
+    def _keep(self, rest, link):
         """Keep unread input for the next read, unless a handler closed the connection
         or reconnected it (what is left belongs to the old link)."""
-        self._recv_buffer = rest if self.state is ESTABLISHED else b""
+        if self._link == link:
+            self._recv_buffer = rest if self.state is ESTABLISHED else b""
 
     def _bad_package(self, length):
         log("bad package from %s:%s (package length %r), closing" % (
@@ -429,6 +439,8 @@ class TcpConnection:
         if self.state is CLOSED:
             return
         self.state = CLOSED
+        self._link += 1   # a greenlet still serving the old link leaves the object alone
+        self._busy = False
         for watcher in (self._read_watcher, self._write_watcher):
             if watcher is not None:  # callbacks of ours, no greenlet waits on them
                 watcher.stop()
