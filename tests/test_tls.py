@@ -91,3 +91,45 @@ def test_ssl_without_certificate_fails_start(project):
     result = project.command("start", "-d")
     assert result.returncode == 1
     assert "local_cert" in result.stdout
+
+
+def test_what_is_sent_before_the_handshake_is_bounded(project, certificate):
+    """on_connect runs before the TLS handshake is done: what it sends waits as
+    plaintext, and max_send_buffer_size bounds it as it bounds the send buffer."""
+    port = free_port()
+    cert, key = certificate
+    project.app("early", """
+        from geventman import Worker
+
+        worker = Worker("text://127.0.0.1:%(port)d", context={"ssl": {
+            "local_cert": %(cert)r, "local_pk": %(key)r}})
+        worker.transport = "ssl"
+        worker.count = 1
+
+
+        def on_connect(connection):
+            connection.max_send_buffer_size = 256 * 1024
+            connection.events = []
+            connection.results = [connection.send("x" * 65535) for _ in range(8)]
+
+
+        def on_message(connection, data):
+            connection.send("results %%s events %%s" %% (
+                ",".join(str(result) for result in connection.results),
+                ",".join(connection.events)))
+
+
+        worker.on_connect = on_connect
+        worker.on_message = on_message
+        worker.on_error = lambda connection, code, message: connection.events.append(
+            "error%%d" %% code)
+        worker.on_buffer_full = lambda connection: connection.events.append("full")
+        worker.on_buffer_drain = lambda connection: connection.events.append("drain")
+    """ % dict(port=port, cert=cert, key=key))
+    project.start(ports=[port])
+    with tls_client(port) as sock:
+        for _ in range(4):  # 4 x 64 KiB reach the 256 KiB bound; the rest was dropped
+            assert read_line(sock) == "x" * 65535 + "\n"
+        sock.sendall(b"report\n")
+        assert read_line(sock) == ("results None,None,None,None,False,False,False,False "
+                                   "events full,error2,error2,error2,error2,drain\n")

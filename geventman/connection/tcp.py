@@ -188,6 +188,7 @@ class TcpConnection:
         return None
 
     def _decrypt(self, data):
+        full = self._tls.early_size >= self.max_send_buffer_size  # see _queue_early
         try:
             plain, reply = self._tls.receive(data)
         except TlsError as error:
@@ -197,6 +198,11 @@ class TcpConnection:
             return b""
         if reply:
             self._write(reply)
+            if full and not self._tls.early_size and not self._send_buffer \
+                    and self.state is ESTABLISHED:
+                # The handshake is done and what waited for it is written (if not,
+                # the write watcher calls on_buffer_drain once it is).
+                call(self.on_buffer_drain, self)
         return plain
 
     def _resume(self):
@@ -346,9 +352,9 @@ class TcpConnection:
         if isinstance(data, str):
             data = data.encode()
         if self._tls is not None:
+            if not self._tls.established:
+                return self._queue_early(data)
             data = self._tls.send(data)
-            if not data:
-                return None
         return self._write(data)
 
     def _write(self, data):
@@ -376,6 +382,19 @@ class TcpConnection:
         if self.state is ESTABLISHED:
             self._start_writer()
         if len(buffer) >= self.max_send_buffer_size:
+            call(self.on_buffer_full, self)
+        return None
+
+    def _queue_early(self, data):
+        """TLS before its handshake is done: the plaintext waits in the Tls object,
+        bounded by max_send_buffer_size like the send buffer."""
+        tls = self._tls
+        if tls.early_size >= self.max_send_buffer_size:
+            statistics["send_fail"] += 1
+            call(self.on_error, self, SEND_FAIL, "send buffer full and drop package")
+            return False
+        tls.send(data)
+        if tls.early_size >= self.max_send_buffer_size:
             call(self.on_buffer_full, self)
         return None
 

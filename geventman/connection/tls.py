@@ -47,6 +47,7 @@ class Tls:
                                         server_hostname=server_hostname)
         self.established = False
         self._early = []  # plaintext sent before the handshake finished
+        self.early_size = 0
 
     def start(self):
         """Client side: the first handshake bytes to send."""
@@ -61,7 +62,7 @@ class Tls:
             if not self.established and self._handshake():
                 for early in self._early:
                     self._object.write(early)
-                self._early = []
+                self._early, self.early_size = [], 0
             while self.established:
                 chunk = self._object.read(65536)
                 if not chunk:
@@ -79,6 +80,7 @@ class Tls:
         """Plaintext in; the ciphertext to write (empty before the handshake is done)."""
         if not self.established:
             self._early.append(bytes(plain))
+            self.early_size += len(plain)
             return b""
         self._object.write(plain)
         return self._outgoing.read()
