@@ -182,8 +182,14 @@ class Master:
         self._reload("graceful_reload")
 
     def _reload(self, how):
-        if self.stopping or self.reload_queue or self.replacing:
-            log("reload ignored: already %s" % ("stopping" if self.stopping else "reloading"))
+        if self.stopping:
+            log("reload ignored: already stopping")
+            return
+        if self.reload_queue or self.replacing:
+            if how == "reload" and self.reload_signal == signals.NUMBER["graceful_reload"]:
+                self._hurry_reload()
+            else:
+                log("reload ignored: already reloading")
             return
         log("geventman[%s] reloading" % self.start_file)
         self.reload_signal = signals.NUMBER[how]
@@ -192,6 +198,15 @@ class Master:
                 _signal(pid, self.reload_signal)  # it only runs on_worker_reload
         self.reload_queue = reload_order(self.children, lambda worker: worker.reloadable)
         self._reload_next()
+
+    def _hurry_reload(self):
+        """A plain reload during a graceful one (which may wait for days on a long
+        connection): the child being replaced stops now, as do the ones still queued."""
+        log("geventman[%s] reload: graceful reload upgraded to reload" % self.start_file)
+        self.reload_signal = signals.NUMBER["reload"]
+        if self.replacing is not None and self.replacing in self.children:
+            _signal(self.replacing, self.reload_signal)
+            self._kill_later(self.replacing, self.config.stop_timeout + 1)
 
     def _reload_next(self):
         while self.reload_queue:

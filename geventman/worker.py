@@ -304,6 +304,7 @@ class _Child:
         self.done = gevent.event.Event()
         self.code = 0
         self.master_pid = os.getppid()
+        self.replaced = False  # a reload is replacing this process
         _Child.current = self
 
     def install(self):
@@ -335,13 +336,17 @@ class _Child:
         self.connections_gone()
 
     def handle_reload(self):
-        if self._reload_callbacks():
+        # After a graceful reload this hurries it (master: _hurry_reload); the
+        # on_worker_reload callbacks have run once already.
+        if self.replaced or self._reload_callbacks():
+            self.replaced = True
             self._stop_workers()
             self._close_when_idle(Worker.stop_timeout)
             self.done.set()
 
     def handle_graceful_reload(self):
-        if self._reload_callbacks():
+        if not self.replaced and self._reload_callbacks():
+            self.replaced = True
             self.handle_graceful_stop()
 
     def handle_status(self):

@@ -263,6 +263,27 @@ def test_reload_replaces_children_without_failing_a_request(project, mode):
     assert "reloading" in log
 
 
+def test_a_reload_during_a_graceful_reload_hurries_it(project):
+    port = free_port()
+    project.app("one", service(port, count=1))
+    project.start(ports=[port])
+    [old] = project.wait_children(1)
+    holder = LineClient(port)   # the graceful reload waits for this connection to end
+    assert holder.ask("pid") == str(old)
+    project.command("reload", "-g", check=True)
+    wait_until(lambda: "reloading" in project.log(), message="the graceful reload began")
+    assert holder.ask("still") == "echo still"  # served on: the old child waits for it
+    assert psutil.pid_exists(old)
+    project.command("reload", check=True)
+    assert holder.closed_by_peer(timeout=10)    # the plain reload closes the idle one
+    [new] = project.wait_children(1, exclude=[old])
+    assert ask_pid(port) == new
+    assert "graceful reload upgraded to reload" in project.log()
+    project.command("reload", "-g", check=True)  # and a later one is graceful again
+    wait_until(lambda: project.log().count("reload done") == 2, message="second reload")
+    holder.close()
+
+
 def test_sigusr1_reloads_like_the_command(project):
     port, keeper_port, keeper, old = start_reload_app(project)
     exchanges = Load(port)
