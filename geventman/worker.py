@@ -337,16 +337,14 @@ class _Child:
 
     def handle_reload(self):
         # After a graceful reload this hurries it (master: _hurry_reload); the
-        # on_worker_reload callbacks have run once already.
+        # on_worker_reload callbacks have run (or are running) already.
         if self.replaced or self._reload_callbacks():
-            self.replaced = True
             self._stop_workers()
             self._close_when_idle(Worker.stop_timeout)
             self.done.set()
 
     def handle_graceful_reload(self):
         if not self.replaced and self._reload_callbacks():
-            self.replaced = True
             self.handle_graceful_stop()
 
     def handle_status(self):
@@ -366,12 +364,17 @@ class _Child:
                     id=worker.id if worker else 0)
 
     def _reload_callbacks(self):
-        """Run on_worker_reload everywhere; True if this process is to be replaced."""
-        reloadable = True
+        """Run on_worker_reload everywhere; True if this process is to be replaced.
+
+        A process to be replaced is marked so before the callbacks run: a reload
+        signal that comes while they block hurries the reload instead of running
+        them again."""
+        self.replaced = all(worker.reloadable for worker in Worker._running)
         for worker in Worker._running:
             call(worker.on_worker_reload, worker)
-            reloadable = reloadable and worker.reloadable
-        return reloadable
+        # A callback may have changed its worker's mind, as in Workerman.
+        self.replaced = all(worker.reloadable for worker in Worker._running)
+        return self.replaced
 
     def _stop_workers(self):
         for worker in Worker._running:

@@ -110,3 +110,50 @@ def test_the_handlers_time_and_idle_keep_alive_do_not_count(port):
         sock.sendall(HEAD + b"\r\n")
         status, _, body, _ = read_response(sock)
         assert (status, body) == (200, b"GET / 0")
+
+
+class Overdue:
+    """A connection the sweep found overdue, without a socket: records what it is sent."""
+
+    from geventman.connection.tcp import ESTABLISHED as state
+    worker = None
+    request_timeout = 0.6
+    _busy = _paused = False
+    bytes_read = 100
+    closed_with = None
+
+    def close(self, data, raw=False):
+        self.closed_with = data
+
+    def get_remote_ip(self):
+        return "127.0.0.1"
+
+    def get_remote_port(self):
+        return 1
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "completed", "busy", "body moved"])
+def test_an_overdue_request_is_looked_at_again_when_its_408_is_due(meanwhile):
+    # The sweep runs on the hub and leaves the 408 to a greenlet. Input read in the
+    # same turn of the loop may complete (and answer) the request before that
+    # greenlet runs: it must not close a connection that is no longer late.
+    from geventman.protocols.http import timeout
+
+    connection = Overdue()
+    entry = timeout._watched[connection] = ["body", float("inf"), connection.bytes_read]
+    try:
+        if meanwhile == "completed":
+            timeout.done(connection)  # what decode() does with a whole request
+        elif meanwhile == "busy":
+            connection._busy = True
+        elif meanwhile == "body moved":
+            connection.bytes_read += 1
+        timeout._time_out(connection, entry)
+        if meanwhile == "nothing":
+            assert connection.closed_with.startswith(b"HTTP/1.1 408 ")
+            assert connection not in timeout._watched
+        else:
+            assert connection.closed_with is None
+            assert entry[1] != float("inf") or meanwhile == "completed"
+    finally:
+        timeout.done(connection)

@@ -284,6 +284,36 @@ def test_a_reload_during_a_graceful_reload_hurries_it(project):
     holder.close()
 
 
+def test_a_reload_while_on_worker_reload_runs_does_not_run_it_again(project):
+    # on_worker_reload blocks; the plain reload that hurries the graceful one arrives
+    # meanwhile. The child was already marked replaced: it stops, callbacks once.
+    port = free_port()
+    calls = os.path.join(project.root, "reload-calls")
+    project.app("one", service(port, count=1, extra="""
+        import gevent
+
+
+        def on_worker_reload(worker):
+            with open(%r, "a") as calls:
+                calls.write("%%d\\n" %% os.getpid())
+            gevent.sleep(1)
+
+
+        worker.on_worker_reload = on_worker_reload
+    """ % calls))
+    project.start(ports=[port])
+    [old] = project.wait_children(1)
+    with LineClient(port) as holder:
+        assert holder.ask("pid") == str(old)
+        project.command("reload", "-g", check=True)
+        wait_until(lambda: os.path.exists(calls), message="on_worker_reload began")
+        project.command("reload", check=True)
+        assert holder.closed_by_peer(timeout=10)
+    project.wait_children(1, exclude=[old])
+    with open(calls) as handle:
+        assert handle.read().split() == [str(old)]
+
+
 def test_sigusr1_reloads_like_the_command(project):
     port, keeper_port, keeper, old = start_reload_app(project)
     exchanges = Load(port)

@@ -368,3 +368,63 @@ def test_reconnect_resolves_the_host_name_again(project):
     finally:
         old.close()
         new.close()
+
+
+def test_pause_recv_holds_a_wake_up_that_was_already_queued(project):
+    # Two connections become readable in one turn of the loop, so both wake-ups are
+    # queued before either runs. The first handler pauses the other connection; its
+    # queued wake-up used to read and deliver anyway (tcp:// has no per-line check).
+    port = free_port()
+    project.app("pausing", """
+        import gevent
+        from gevent import monkey
+
+        from geventman import Worker
+
+        block = monkey.get_original("time", "sleep")
+        worker = Worker("tcp://127.0.0.1:%d")
+        worker.count = 1
+        paused = set()
+        racers = set()
+
+
+        def on_message(connection, data):
+            if data == b"block":
+                connection.send(b"blocking")
+                block(0.5)  # the whole process: both peers' data waits in the kernel
+            elif data == b"go" and len(racers) == 2:
+                racers.discard(connection)
+                other = racers.pop()  # the racer whose wake-up is queued behind ours
+                other.pause_recv()
+                paused.add(other)
+                gevent.spawn_later(0.3, resume, other)
+                connection.send(b"first")
+            else:
+                if data == b"warm":
+                    racers.add(connection)
+                connection.send(b"early" if connection in paused else b"late")
+
+
+        def resume(connection):
+            paused.discard(connection)
+            connection.resume_recv()
+
+
+        worker.on_message = on_message
+    """ % port)
+    project.start(ports=[port])
+    racers = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+    blocker = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        for racer in racers:
+            racer.sendall(b"warm")
+            assert racer.recv(64) == b"late"
+        blocker.sendall(b"block")
+        assert blocker.recv(64) == b"blocking"
+        for racer in racers:
+            racer.sendall(b"go")
+        answers = sorted(racer.recv(64) for racer in racers)
+        assert answers == [b"first", b"late"]
+    finally:
+        for sock in racers + [blocker]:
+            sock.close()

@@ -144,8 +144,11 @@ class TcpConnection:
         if self.state is not ESTABLISHED:
             return  # an outgoing link's first write (TLS hello, handshake) failed
         self._read_watcher = get_hub().loop.io(self._sock.fileno(), 1)
+        link = self._link
         self._busy = True
         call(self.on_connect, self)
+        if self._link != link:
+            return  # on_connect destroyed it, perhaps reconnected: the new link reads
         self._busy = False
         self._arm()
 
@@ -161,8 +164,8 @@ class TcpConnection:
 
     def _wakeup(self):
         """In a runner: one recv, the messages it completes, then wait again."""
-        if self.state is not ESTABLISHED:
-            return
+        if self.state is not ESTABLISHED or self._paused:
+            return  # paused after this wake-up was queued: resume_recv re-arms
         link = self._link
         self._busy = True
         try:

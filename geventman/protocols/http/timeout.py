@@ -40,7 +40,7 @@ def timeout_of(connection):
     value = getattr(connection, "request_timeout", None)
     if value is None:
         worker = connection.worker
-        value = DEFAULT if worker is None else worker.__dict__.get("request_timeout", DEFAULT)
+        value = getattr(worker, "request_timeout", DEFAULT)
     return value or None
 
 
@@ -51,6 +51,7 @@ def watch(connection, kind):
         return True
     limit = timeout_of(connection)
     if limit is None:
+        _watched.pop(connection, None)  # turned off while a request was being read
         return False
     _watched[connection] = [kind, time.monotonic(), connection.bytes_read]
     _start_timer(limit)
@@ -86,15 +87,23 @@ def _sweep():
             # The application's time, or a body that moved on: the clock restarts.
             entry[1], entry[2] = now, connection.bytes_read
         elif now - since >= (timeout_of(connection) or float("inf")):
-            done(connection)
-            spawn_raw(_time_out, connection, kind)
+            entry[1] = float("inf")  # overdue: _time_out decides, once
+            spawn_raw(_time_out, connection, entry)
     if not _watched:
         _timer.stop()
 
 
-def _time_out(connection, kind):
-    if connection.state is not ESTABLISHED:
+def _time_out(connection, entry):
+    """In a greenlet, soon after the sweep: by now the request may have been completed
+    (and even answered) by input read in the same turn of the loop."""
+    if _watched.get(connection) is not entry or connection.state is not ESTABLISHED:
+        return  # completed since (decode took it off the list), or gone
+    kind, _, seen = entry
+    if connection._busy or connection._paused or (
+            kind == "body" and connection.bytes_read != seen):
+        entry[1], entry[2] = time.monotonic(), connection.bytes_read
         return
+    done(connection)
     log("http: 408 request %s not complete within %ss from %s:%s, closing" % (
         kind, timeout_of(connection), connection.get_remote_ip(),
         connection.get_remote_port()))
