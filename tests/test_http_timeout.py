@@ -11,6 +11,8 @@ import pytest
 import requests
 
 from conftest import free_port
+from geventman.connection.tcp import ESTABLISHED
+from geventman.protocols.http import timeout
 from test_http_e2e import read_response
 
 APP = """
@@ -115,7 +117,7 @@ def test_the_handlers_time_and_idle_keep_alive_do_not_count(port):
 class Overdue:
     """A connection the sweep found overdue, without a socket: records what it is sent."""
 
-    from geventman.connection.tcp import ESTABLISHED as state
+    state = ESTABLISHED
     worker = None
     request_timeout = 0.6
     _busy = _paused = False
@@ -137,8 +139,6 @@ def test_an_overdue_request_is_looked_at_again_when_its_408_is_due(meanwhile):
     # The sweep runs on the hub and leaves the 408 to a greenlet. Input read in the
     # same turn of the loop may complete (and answer) the request before that
     # greenlet runs: it must not close a connection that is no longer late.
-    from geventman.protocols.http import timeout
-
     connection = Overdue()
     entry = timeout._watched[connection] = ["body", float("inf"), connection.bytes_read]
     try:
