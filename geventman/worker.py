@@ -55,6 +55,8 @@ class Worker:
     _running = []        # the workers serving in this child process
 
     connection_callbacks = CALLBACKS
+    connection_class = TcpConnection   # what an accepted connection is made of
+    exclusive = False  # listen() in a child binds without SO_REUSEPORT: a taken port fails
 
     def __init__(self, address="", context=None):
         self.address = address
@@ -105,7 +107,7 @@ class Worker:
             sock.close()
         self._listeners = []
 
-    def _bind(self, port, probe=False):
+    def _bind(self, port, probe=False, exclusive=False):
         """A listening socket of a SO_REUSEPORT group. ``probe``: a socket without
         SO_REUSEPORT, bound only to learn whether the port is taken. Without it a
         group would silently join another server of the same user that listens
@@ -117,7 +119,7 @@ class Worker:
             if not (probe and kind == _socket.SOCK_DGRAM):
                 # TCP: TIME_WAIT of an earlier run is fine (listeners still conflict).
                 sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
-            if not probe:
+            if not (probe or exclusive):
                 sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
             sock.bind((self.host, port))
             if kind == _socket.SOCK_STREAM and not probe:
@@ -189,7 +191,7 @@ class Worker:
         if self.protocol is None:
             self.protocol = resolve(self.scheme, self.app_dir)
         if self._socket is None:
-            self._socket = self._bind(self.port)
+            self._socket = self._bind(self.port, exclusive=self.exclusive)
         if self.transport == "ssl":
             self._tls_context = server_context(self.context.get("ssl") or {})
         self._watcher = get_hub().loop.io(self._socket.fileno(), 1)
@@ -224,7 +226,7 @@ class Worker:
                     self._watcher.stop()
                     gevent.spawn_later(ACCEPT_PAUSE, self._accept_again, self._watcher)
                 return
-            connection = TcpConnection(accepted_socket(fd), address, self, self.protocol)
+            connection = self.connection_class(accepted_socket(fd), address, self, self.protocol)
             if self._tls_context is not None:
                 connection.transport = "ssl"
                 connection._tls = Tls(self._tls_context, server_side=True)

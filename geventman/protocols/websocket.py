@@ -105,6 +105,16 @@ class Websocket:
                 connection.send(_http_answer(403, b"Forbidden\n"), True)
 
     @staticmethod
+    def broadcast_key(connection):
+        """Connections whose frame for one message is the same bytes share this key, so
+        a broadcast builds one frame for all of them; None: this one encodes for itself
+        (compressed with context takeover, or not open yet)."""
+        session = getattr(connection, "websocket", None)
+        if session is None or session.phase is not OPEN or session.deflate is not None:
+            return None
+        return ("websocket", connection.websocket_type)
+
+    @staticmethod
     def on_close(connection):
         session = getattr(connection, "websocket", None)
         if session is not None:

@@ -1,0 +1,203 @@
+"""GatewayClient: the Gateway API from any Python program, with plain blocking sockets.
+
+A Flask or Django view, a cron job or a Celery task pushes to the clients of a running
+geventman application::
+
+    from geventman.client import GatewayClient
+
+    client = GatewayClient()                 # the Store defaults: one machine, file store
+    client.send_to_uid("42", "your order shipped")
+    print(client.get_all_client_count())
+
+Every call of ``geventman.lib.Gateway`` but the current-client ones. No gevent is needed
+or imported and nothing is patched. Connections to the gateways are kept per thread,
+so one client object is safe under a threaded WSGI server. A call that asks every
+gateway asks them at once and waits ``timeout`` seconds at most for all of them.
+``GatewayNotFound`` says that no gateway is listed in the store.
+"""
+import selectors
+import socket
+import threading
+import time
+
+from geventman.gateway import wire
+from geventman.gateway.calls import Calls
+from geventman.gateway.store import Store, StoreError
+from geventman.gateway.wire import Cmd, pack
+
+
+class GatewayError(RuntimeError):
+    """A gateway refused us (wrong secret_key) or the store cannot be read."""
+
+
+class GatewayNotFound(GatewayError):
+    """No live gateway is listed in the store for the application."""
+
+
+class GatewayClient(Calls):
+    """``GatewayClient(app=None, secret_key="", driver=None, path=None, servers=None,
+    timeout=3.0)``. ``app``: the application folder name (needed only when the store
+    lists gateways of several applications); the store settings default to
+    ``geventman.gateway.Store``'s."""
+
+    def __init__(self, app=None, secret_key="", driver=None, path=None, servers=None,
+                 timeout=3.0, connect_timeout=2.0):
+        super().__init__(_SocketTransport(app, secret_key, (driver, path, servers), timeout,
+                                          connect_timeout))
+
+
+class _SocketTransport:
+    ADDRESS_CACHE = 1.0  # seconds the list of gateways is reused
+
+    def __init__(self, app, secret_key, store, timeout, connect_timeout):
+        self.app, self.secret_key = app, secret_key
+        self.store_options = store
+        self.timeout, self.connect_timeout = timeout, connect_timeout
+        self._store = None
+        self._addresses, self._addresses_at = [], 0.0
+        self._local = threading.local()
+        self._request_ids = iter(range(1, 1 << 31))
+        self._lock = threading.Lock()
+
+    # -- gateways --------------------------------------------------------------------
+
+    def addresses(self):
+        now = time.monotonic()
+        if now - self._addresses_at < self.ADDRESS_CACHE and self._addresses:
+            return self._addresses
+        try:
+            if self._store is None:
+                self._store = Store.open(*self.store_options)
+            app = self.app or self._only_app()
+            found = self._store.addresses(app)
+        except StoreError as error:
+            raise GatewayError("cannot read the store: %s" % error) from error
+        if not found:
+            raise GatewayNotFound("no gateway of application %r is listed in the store (%s)"
+                                  % (app, self._describe()))
+        self._addresses, self._addresses_at = found, now
+        return found
+
+    def _only_app(self):
+        apps = self._store.apps()
+        if len(apps) == 1:
+            return apps[0]
+        if not apps:
+            raise GatewayNotFound("no gateway is listed in the store (%s): is the "
+                                  "application running?" % self._describe())
+        raise GatewayError("the store lists gateways of several applications (%s): "
+                           "say which with GatewayClient(app=...)" % ", ".join(apps))
+
+    def _describe(self):
+        driver, path, servers = self.store_options
+        if driver is None and path is None and servers is None:
+            return Store.describe()
+        return "%s %s" % (driver or Store.driver, path or servers or "")
+
+    # -- sockets ---------------------------------------------------------------------
+
+    def _sockets(self):
+        sockets = getattr(self._local, "sockets", None)
+        if sockets is None:
+            sockets = self._local.sockets = {}
+        return sockets
+
+    def _socket(self, address):
+        """This thread's connection to ``address``: kept, checked, made when needed."""
+        sockets = self._sockets()
+        sock = sockets.get(address)
+        if sock is not None and _peer_closed(sock):
+            sock.close()
+            sock = None
+        if sock is None:
+            host, _, port = address.rpartition(":")
+            sock = socket.create_connection((host, int(port)), self.connect_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(self.timeout)
+            sock.sendall(pack(Cmd.CLIENT_CONNECT, 0,
+                              wire.dumps({"secret_key": self.secret_key})))
+            sockets[address] = sock
+        return sock
+
+    def _drop(self, address):
+        sock = self._sockets().pop(address, None)
+        if sock is not None:
+            sock.close()
+
+    def send(self, address, packet):
+        for attempt in (1, 2):
+            try:
+                self._socket(address).sendall(packet)
+                return True
+            except OSError:
+                self._drop(address)
+        return False
+
+    def ask(self, questions):
+        """Ask every gateway at once; {address: answer} of those that answered in time."""
+        waiting = {}
+        for address, ext in questions.items():
+            with self._lock:
+                number = next(self._request_ids)
+            if self.send(address, pack(Cmd.QUERY, 0, ext, b"", 0, number)):
+                waiting[self._sockets()[address]] = (address, number, bytearray())
+        answers = {}
+        deadline = time.monotonic() + self.timeout
+        with selectors.DefaultSelector() as selector:
+            for sock in waiting:
+                selector.register(sock, selectors.EVENT_READ)
+            while waiting and time.monotonic() < deadline:
+                for key, _ in selector.select(max(0, deadline - time.monotonic())):
+                    sock = key.fileobj
+                    address, number, buffer = waiting[sock]
+                    answer = self._read(sock, buffer, number)
+                    if answer is _MORE:
+                        continue
+                    selector.unregister(sock)
+                    del waiting[sock]
+                    if answer is _FAILED:
+                        self._drop(address)
+                    else:
+                        answers[address] = answer
+        for address, _, _ in waiting.values():
+            self._drop(address)  # too late: its answer must not be read as the next one
+        return answers
+
+    def _read(self, sock, buffer, number):
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            return _FAILED
+        if not chunk:
+            return _FAILED
+        buffer += chunk
+        while True:
+            length = wire.packet_length(buffer)
+            if length < 0:
+                return _FAILED
+            if not length or len(buffer) < length:
+                return _MORE
+            packet = wire.unpack(bytes(buffer[:length]))
+            del buffer[:length]
+            if packet.cmd == Cmd.REFUSED:
+                raise GatewayError("gateway refused this client: wrong secret_key")
+            if packet.cmd == Cmd.REPLY and packet.request_id == number:
+                return wire.loads(packet.body)
+
+
+_MORE, _FAILED = object(), object()
+
+
+def _peer_closed(sock):
+    """True if a kept connection was closed by the gateway meanwhile (a restart)."""
+    timeout = sock.gettimeout()
+    try:
+        sock.setblocking(False)
+        try:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+    finally:
+        sock.settimeout(timeout)

@@ -1,0 +1,392 @@
+"""BusinessWorker: runs the application's events.py for the clients of every gateway.
+
+Each BusinessWorker process keeps one link to every gateway the Store lists for its
+application (looked at every second), introduces itself with the secret key, and then
+gets the events of the clients the gateways route to it. Events of one client are
+handled one after the other in one greenlet; events of different clients run side by
+side, so a handler that blocks (a database, an HTTP call) holds up only its client.
+
+It is reloadable: on reload or stop it tells each gateway it is leaving, waits for
+the acknowledgement (every event for it was sent before that), finishes what it has,
+then goes. The gateways hold the events of its clients meanwhile and hand them to
+another business worker once it is gone, so no message is lost or reordered.
+"""
+import collections
+import importlib
+import importlib.util
+import itertools
+import os
+import sys
+import time
+import traceback
+
+import gevent
+import gevent.event
+from gevent import getcurrent
+
+from geventman import Worker
+from geventman.connection.async_tcp import AsyncTcpConnection
+from geventman.connection.tcp import ESTABLISHED, run_soon
+from geventman.gateway import sessions, wire
+from geventman.gateway.hooks import app_name, hook_property
+from geventman.gateway.store import Store, StoreError
+from geventman.gateway.wire import Cmd, pack
+from geventman.log import log
+from geventman.runtime import call
+
+#: Events queued in this process past which the links stop being read (TCP then slows
+#: the gateways down), and the level at which reading resumes.
+HIGH_WATER, LOW_WATER = 10000, 2000
+RECONNECT_DELAYS = (0.1, 0.5, 1, 2, 4)
+QUERY_TIMEOUT = 3.0
+
+
+class EventContext:
+    """What ``Context`` shows while one event of one client is handled."""
+
+    __slots__ = ("link", "connection_id", "client_id", "session", "before", "packet")
+
+    def __init__(self, link, packet, client_id, session, before):
+        self.link, self.packet = link, packet
+        self.connection_id = packet.connection_id
+        self.client_id = client_id
+        self.session, self.before = session, before
+
+    @property
+    def server(self):
+        packet, link = self.packet, self.link
+        return {"REMOTE_ADDR": packet.remote_ip, "REMOTE_PORT": packet.client_port,
+                "GATEWAY_ADDR": link.gateway_ip, "GATEWAY_PORT": link.gateway_port,
+                "GATEWAY_CLIENT_ID": self.client_id}
+
+
+#: greenlet -> EventContext of the event it is handling (api.Context reads it).
+contexts = {}
+
+
+class GatewayLink(AsyncTcpConnection):
+    """A business worker's link to one gateway process."""
+
+    ready = False          # the gateway accepted us (WELCOME)
+    gateway_port = 0
+    retries = 0
+
+    def setup(self, owner, address):
+        self.owner = owner
+        self.address = address
+        self.gateway_ip, _, port = address.rpartition(":")
+        self.gateway_lan_port = int(port)
+        self.protocol = wire.GatewayProtocol
+        self.max_package_size = wire.MAX_PACKET_SIZE
+        self.max_send_buffer_size = owner.send_to_gateway_buffer_size
+        self.ids = {}      # connection id -> client id (made once per client)
+        self.left = gevent.event.Event()
+
+    def client_id(self, connection_id):
+        value = self.ids.get(connection_id)
+        if value is None:
+            value = self.ids[connection_id] = wire.client_id(
+                self.gateway_ip, self.gateway_lan_port, connection_id)
+        return value
+
+
+class BusinessWorker(Worker):
+    """``BusinessWorker()``: set count, event_handler ("events": events.py of the app)."""
+
+    #: The BusinessWorker serving in this process (the API sends through its links).
+    current = None
+
+    def __init__(self, address="", context=None):
+        self._hooks = {}
+        super().__init__("", context)
+        self.name = "BusinessWorker"
+        self.event_handler = "events"
+        self.secret_key = ""
+        self.process_timeout = 30
+        self.send_to_gateway_buffer_size = 10 << 20
+        self.app_name = app_name(self.app_dir)
+        self.events = None        # the loaded events module (or object)
+        self.links = {}           # gateway address -> GatewayLink
+        self.handled = 0          # events handled (status)
+        self._queues = {}         # (link, connection id) -> deque of packets
+        self._queued = 0
+        self._paused = False
+        self._handlers = {}       # greenlet -> [started, what, logged]
+        self._requests = {}       # request id -> AsyncResult
+        self._request_ids = itertools.count(1)
+        self._stale = {}          # (link, connection id) -> (bytes sent with, bytes now)
+        self._background = []
+
+    on_worker_start = hook_property("on_worker_start", "_business_on_worker_start")
+    on_worker_stop = hook_property("on_worker_stop", "_business_on_worker_stop")
+
+    # -- process life ----------------------------------------------------------------
+
+    def _business_on_worker_start(self, worker):
+        BusinessWorker.current = self
+        self.events = load_events(self.event_handler, self.app_dir, self.app_name)
+        self._store = Store.open()
+        self._background = [gevent.spawn(self._watch_store), gevent.spawn(self._watchdog)]
+        call(getattr(self.events, "on_worker_start", None), self)
+        call(self._hooks.get("on_worker_start"), self)
+
+    def _business_on_worker_stop(self, worker):
+        call(getattr(self.events, "on_worker_stop", None), self)
+        call(self._hooks.get("on_worker_stop"), self)
+
+    def stop_accepting(self):
+        """Leave every gateway in order (see the module's docstring), then stop."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for greenlet in self._background:
+            greenlet.kill(block=False)
+        deadline = time.monotonic() + max(0.5, Worker.stop_timeout * 0.8)
+        leaving = [link for link in self.links.values() if link.ready]
+        for link in leaving:
+            link.send(pack(Cmd.WORKER_LEAVING), True)
+        for link in leaving:
+            link.left.wait(max(0, deadline - time.monotonic()))
+        while (self._queues or self._handlers) and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        super().stop_accepting()   # on_worker_stop
+        for link in list(self.links.values()):
+            link.cancel_reconnect()
+            link.close()
+        self.links.clear()
+
+    # -- links -----------------------------------------------------------------------
+
+    def _watch_store(self):
+        failing = False
+        while True:
+            try:
+                listed = set(self._store.addresses(self.app_name))
+                failing = False
+            except StoreError as error:
+                if not failing:
+                    log("business worker: cannot read the store (%s): %s" % (
+                        Store.describe(), error))
+                failing = True
+                listed = set(self.links)  # keep what we have until the store answers
+            for address in listed - set(self.links):
+                self._connect(address)
+            for address in set(self.links) - listed:
+                link = self.links.pop(address)
+                link.cancel_reconnect()
+                if link.state is not ESTABLISHED:
+                    link.destroy()  # a gateway that is gone; live links end with it
+            gevent.sleep(min(1.0, Store.refresh))
+
+    def _connect(self, address):
+        link = GatewayLink("tcp://" + address)
+        link.setup(self, address)
+        link.on_connect = self._link_connected
+        link.on_message = self._link_message
+        link.on_close = self._link_closed
+        link.on_error = lambda link, code, message: None  # on_close logs and retries
+        self.links[address] = link
+        link.connect()
+
+    def _link_connected(self, link):
+        link.retries = 0
+        worker_key = "%s:%d:%d" % (self.name, self.id, os.getpid())
+        link.send(pack(Cmd.WORKER_CONNECT, 0, wire.dumps(
+            {"secret_key": self.secret_key, "worker_key": worker_key})), True)
+
+    def _link_closed(self, link):
+        link.ready = False
+        link.left.set()
+        self._forget_link(link)
+        if self._stopping or self.links.get(link.address) is not link:
+            return
+        delay = RECONNECT_DELAYS[min(link.retries, len(RECONNECT_DELAYS) - 1)]
+        link.retries += 1
+        if link.retries == 3:
+            log("business worker: cannot link to gateway %s; trying again" % link.address)
+        link.reconnect(delay)
+
+    def _forget_link(self, link):
+        """Events of a lost link that were not handled yet are dropped: the gateway
+        moves those clients to another worker."""
+        for key in [key for key in self._queues if key[0] is link]:
+            self._queued -= len(self._queues.pop(key))
+        for key in [key for key in self._stale if key[0] is link]:
+            del self._stale[key]
+        link.ids.clear()
+
+    def _link_message(self, link, packet):
+        cmd = packet.cmd
+        if cmd in wire.EVENTS:
+            return self._queue(link, packet)
+        if cmd == Cmd.REPLY:
+            waiter = self._requests.pop(packet.request_id, None)
+            if waiter is not None:
+                waiter.set(packet.body)
+        elif cmd == Cmd.WELCOME:
+            link.gateway_port = (packet.argument or {}).get("gateway_port", 0)
+            link.ready = True
+        elif cmd == Cmd.LEAVE_ACK:
+            link.left.set()
+        elif cmd == Cmd.REFUSED:
+            log("business worker: gateway %s refused this worker: wrong secret_key"
+                % link.address)
+            link.retries = len(RECONNECT_DELAYS)  # no hurry to be refused again
+        return None
+
+    # -- events ----------------------------------------------------------------------
+
+    def _queue(self, link, packet):
+        key = (link, packet.connection_id)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = collections.deque()
+            run_soon(lambda: self._serve(key, queue))
+        queue.append(packet)
+        self._queued += 1
+        if self._queued >= HIGH_WATER and not self._paused:
+            self._paused = True
+            for each in self.links.values():
+                each.pause_recv()
+
+    def _serve(self, key, queue):
+        """In a runner: handle the client's events in order, until none is left."""
+        link = key[0]
+        while queue:
+            packet = queue.popleft()
+            self._queued -= 1
+            self._handle(link, packet)
+        if self._queues.get(key) is queue:
+            del self._queues[key]
+        if self._paused and self._queued <= LOW_WATER:
+            self._paused = False
+            for each in self.links.values():
+                each.resume_recv()
+
+    def _handle(self, link, packet):
+        cmd = packet.cmd
+        events = self.events
+        client_id = link.client_id(packet.connection_id)
+        if cmd == Cmd.MESSAGE:
+            handler, args = getattr(events, "on_message", None), (client_id, packet.data)
+        elif cmd == Cmd.CONNECT:
+            handler, args = getattr(events, "on_connect", None), (client_id,)
+        elif cmd == Cmd.CLOSE:
+            handler, args = getattr(events, "on_close", None), (client_id,)
+        else:
+            handler = getattr(events, "on_websocket_connect", None)
+            args = (client_id, wire.loads(packet.body))
+        self.handled += 1
+        if handler is not None:
+            self._run(link, packet, client_id, handler, args)
+        if cmd == Cmd.CLOSE:
+            link.ids.pop(packet.connection_id, None)
+            self._stale.pop((link, packet.connection_id), None)
+
+    def _run(self, link, packet, client_id, handler, args):
+        raw = packet.ext
+        key = (link, packet.connection_id)
+        stale = self._stale.get(key)
+        if stale is not None:
+            # This event left the gateway before our last change of the session got
+            # there: the session it carries is older than the one we wrote.
+            if raw == stale[0]:
+                raw = stale[1]
+            else:
+                del self._stale[key]
+        if raw:
+            session, before = wire.loads(raw), wire.loads(raw)
+        else:
+            session, before = {}, {}
+        context = EventContext(link, packet, client_id, session, before)
+        current = getcurrent()
+        contexts[current] = context
+        self._handlers[current] = [time.monotonic(), handler, False]
+        try:
+            call(handler, *args)
+        finally:
+            del contexts[current]
+            del self._handlers[current]
+        if packet.cmd != Cmd.CLOSE:
+            self._write_back(link, packet, context, raw)
+
+    def _write_back(self, link, packet, context, raw):
+        """Send the session keys the handler changed (only those: an update another
+        process made meanwhile to other keys survives)."""
+        session = context.session
+        if not isinstance(session, dict):
+            log("Context.session of %s must be a dict, not %s: not saved" % (
+                context.client_id, type(session).__name__))
+            return
+        if session == context.before:
+            return
+        changes = sessions.diff(context.before, session)
+        try:
+            ext = wire.dumps(changes)
+            fresh = wire.dumps(session) if session else b""
+        except (TypeError, ValueError) as error:
+            log("Context.session of %s is not JSON: %s; not saved" % (context.client_id, error))
+            return
+        link.send(pack(Cmd.PATCH_SESSION, packet.connection_id, ext), True)
+        self._stale[(link, packet.connection_id)] = (packet.ext, fresh)
+
+    def _watchdog(self):
+        """Log, with its stack, a handler still running after process_timeout."""
+        while True:
+            gevent.sleep(1)
+            now = time.monotonic()
+            for greenlet, entry in list(self._handlers.items()):
+                started, handler, logged = entry
+                if not logged and now - started > self.process_timeout:
+                    entry[2] = True
+                    stack = "".join(traceback.format_stack(greenlet.gr_frame)).rstrip()
+                    log("business worker: %s still running after %ss\n%s" % (
+                        getattr(handler, "__qualname__", handler), self.process_timeout,
+                        stack))
+
+    # -- what the API sends through --------------------------------------------------
+
+    def ready_links(self):
+        return {address: link for address, link in self.links.items() if link.ready}
+
+    def ask(self, questions, timeout=QUERY_TIMEOUT):
+        """{address: ext} -> {address: answer}; every gateway asked at once, one bound."""
+        waiting = {}
+        for address, ext in questions.items():
+            link = self.links.get(address)
+            if link is None or not link.ready:
+                continue
+            number = next(self._request_ids)
+            waiter = self._requests[number] = gevent.event.AsyncResult()
+            link.send(pack(Cmd.QUERY, 0, ext, b"", 0, number), True)
+            waiting[address] = (number, waiter)
+        deadline = time.monotonic() + timeout
+        answers = {}
+        for address, (number, waiter) in waiting.items():
+            body = waiter.wait(max(0, deadline - time.monotonic()))  # None: too late
+            self._requests.pop(number, None)
+            if body is not None:
+                answers[address] = wire.loads(body)
+        return answers
+
+    # -- status ----------------------------------------------------------------------
+
+    def status_fields(self):
+        return {"gateways": sum(1 for link in self.links.values() if link.ready),
+                "handled": self.handled}
+
+
+def load_events(handler, app_dir, app):
+    """The events module: ``<app_dir>/<handler>.py``, else an importable module name;
+    an object with on_* attributes is used as it is."""
+    if not isinstance(handler, str):
+        return handler
+    path = os.path.join(app_dir, *handler.split(".")) + ".py"
+    if os.path.isfile(path):
+        name = "geventman_app.%s.%s" % (app, handler)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(handler)
