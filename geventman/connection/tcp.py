@@ -96,6 +96,7 @@ class TcpConnection:
     _recv_buffer = b""
     _pending = None
     _package_length = 0
+    _batch = None      # what send_soon() collected this turn of the loop
 
     def __init__(self, sock, remote_address, worker=None, protocol=None):
         self._setup(protocol)
@@ -124,6 +125,7 @@ class TcpConnection:
         self._pending = None
         self._package_length = 0
         self._send_buffer = bytearray()
+        self._batch = None
 
     def _register(self):
         if not self._registered:
@@ -360,7 +362,31 @@ class TcpConnection:
             data = self._tls.send(data)
         return self._write(data)
 
+    def send_soon(self, data):
+        """Write raw ``data`` once the runner has served every wake-up of this turn of
+        the loop, together with what else ``send_soon`` got for this connection
+        meanwhile: one system call for many small packages (a gateway link carries one
+        per client message; measured: the send per package was the gateway's largest
+        cost). Order with ``send`` is kept. Returns None (queued) or False (closed)."""
+        if self.state is not ESTABLISHED:
+            return self.send(data, True)
+        batch = self._batch
+        if batch is None:
+            self._batch = bytearray(data)
+            run_soon(self._send_batch)
+        else:
+            batch += data
+        return None
+
+    def _send_batch(self):
+        batch, self._batch = self._batch, None
+        if batch:
+            self._write(bytes(batch))
+
     def _write(self, data):
+        if self._batch:
+            batch, self._batch = self._batch, None
+            data = bytes(batch) + data
         if self.state is not ESTABLISHED or self._send_buffer:
             return self._queue(data)
         try:
@@ -451,6 +477,10 @@ class TcpConnection:
             before_close(self)  # the protocol's last words, e.g. a WebSocket close frame
             if self.state is not ESTABLISHED:
                 return None  # their send failed (destroyed): CLOSING would undo that
+        if self._batch:
+            self._send_batch()  # what send_soon() collected goes before the close
+            if self.state is not ESTABLISHED:
+                return None
         self.state = CLOSING
         if not self._send_buffer:
             self.destroy()
@@ -472,6 +502,7 @@ class TcpConnection:
         if sock is not None:
             sock.close()
         self._send_buffer = bytearray()
+        self._batch = None
         self._unregister()
         if getcurrent() is get_hub():
             spawn_raw(self._closed)

@@ -30,7 +30,7 @@ class _LinkTransport:
         link = self.worker.links.get(address)
         if link is None or not link.ready:
             return False
-        return link.send(packet, True)
+        return link.send_soon(packet)
 
     def ask(self, questions):
         return self.worker.ask(questions)
@@ -62,8 +62,8 @@ class GatewayApi(Calls):
     def send_to_current_client(self, data, raw=False):
         context = _current()
         body, flags = _message(data, raw)
-        return context.link.send(pack(Cmd.SEND_TO_ONE, context.connection_id, b"", body,
-                                      flags), True) is not False
+        return context.link.send_soon(pack(Cmd.SEND_TO_ONE, context.connection_id, b"", body,
+                                           flags)) is not False
 
     def close_current_client(self, data=None):
         return self.close_client(_current().client_id, data)

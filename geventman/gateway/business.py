@@ -327,7 +327,7 @@ class BusinessWorker(Worker):
         except (TypeError, ValueError) as error:
             log("Context.session of %s is not JSON: %s; not saved" % (context.client_id, error))
             return
-        link.send(pack(Cmd.PATCH_SESSION, packet.connection_id, ext), True)
+        link.send_soon(pack(Cmd.PATCH_SESSION, packet.connection_id, ext))
         self._stale[(link, packet.connection_id)] = (packet.ext, fresh)
 
     def _watchdog(self):

@@ -62,7 +62,7 @@ class Link:
         self.full = False
 
     def send(self, packet):
-        return self.connection.send(packet, True)
+        return self.connection.send_soon(packet)
 
 
 class Gateway(Worker):
