@@ -21,10 +21,12 @@ import importlib
 import json
 import os
 import re
+import select
 import socket
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -349,6 +351,53 @@ def check_heartbeat(running, sock):
     for beat in beats:
         word, pid = beat.split()
         assert word == b"alive" and int(pid) in pids, (beat, pids)
+
+
+def shorten_heartbeat(running):
+    """The page's times are minutes; the test runs the same code with seconds."""
+    path = running.path("start.py")
+    with open(path) as handle:
+        source = handle.read()
+    for documented, short in (("HEARTBEAT_TIME = 55", "HEARTBEAT_TIME = 1.5"),
+                              ("CHECK_INTERVAL = 10", "CHECK_INTERVAL = 0.25")):
+        assert documented in source, documented
+        source = source.replace(documented, short)
+    with open(path, "w") as handle:
+        handle.write(source)
+
+
+@check("heartbeat-check", before=shorten_heartbeat)
+def check_heartbeat_check(running, _):
+    port, heartbeat_time = running.port(2363), 1.5
+    connected = time.monotonic()
+    active = [LineClient(port) for _ in range(4)]
+    silent = [LineClient(port) for _ in range(4)]
+    closed_after = {}
+    try:
+        for client in active:
+            assert client.ask("tom") == "hello tom"
+        # Ping every 0.3 s, far more often than heartbeat_time, until the silent
+        # clients are closed, then as long again: the pinging ones must stay.
+        deadline = None
+        while deadline is None or time.monotonic() < deadline:
+            for client in active:
+                assert client.ask("ping") == "pong"
+            waiting = [client for client in silent if client not in closed_after]
+            readable = select.select([client.sock for client in waiting], [], [], 0.3)[0]
+            for client in waiting:
+                if client.sock in readable:
+                    assert client.sock.recv(100) == b"", "a silent client got data"
+                    closed_after[client] = time.monotonic() - connected
+            if deadline is None and len(closed_after) == len(silent):
+                deadline = time.monotonic() + heartbeat_time * 2
+            assert time.monotonic() - connected < 20, "silent clients still open"
+        assert min(closed_after.values()) >= heartbeat_time, closed_after
+        rows = processes(running.project)
+        assert [row["timers"] for row in rows] == [1, 1], rows
+        assert total(running.project, "connections") == len(active)
+    finally:
+        for client in active + silent:
+            client.close()
 
 
 @check("jsonnl")
