@@ -417,6 +417,62 @@ def check_frame(running):
         assert read_exactly(sock, 4 + 9) == struct.pack(">I", 13) + b"hello tom"
 
 
+def closed_by_server(sock):
+    sock.settimeout(5)
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+XML_REQUEST = (b'<?xml version="1.0" encoding="ISO-8859-1"?>\n<request>\n'
+               b'  <module>user</module>\n  <action>getInfo</action>\n</request>')
+XML_ANSWER = (b"<response><module>user</module><action>getInfo</action>"
+              b"<status>ok</status></response>")
+
+
+def xml_package(body):
+    return b"%010d" % (10 + len(body)) + body
+
+
+@check("xmlprotocol")
+def check_xmlprotocol(running):
+    address = ("127.0.0.1", running.port(2364))
+    request, answer = xml_package(XML_REQUEST), xml_package(XML_ANSWER)
+    assert (request[:10], answer[:10]) == (b"0000000125", b"0000000095")  # as the page says
+    with socket.create_connection(address, timeout=5) as sock:
+        for start in range(0, len(request), 7):     # the header arrives in two pieces
+            sock.sendall(request[start:start + 7])
+        assert read_exactly(sock, len(answer)) == answer
+        sock.sendall(request * 2)                     # two packages in one write
+        assert read_exactly(sock, 2 * len(answer)) == answer * 2
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.sendall(b"00000abcde<request/>")       # not ten digits
+        assert closed_by_server(sock)
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.sendall(xml_package(b"<request>"))       # not XML
+        assert closed_by_server(sock)
+    wait_until(lambda: total(running.project, "throw_exception") == 1, message="counted")
+    assert "bad package" in running.project.log()
+
+
+@check("jsonint")
+def check_jsonint(running):
+    body = b'{"type":"message","content":"hello all"}'
+    request = struct.pack(">I", 4 + len(body)) + body
+    assert request[:4] == b"\x00\x00\x00\x2c"         # as the page says
+    with socket.create_connection(("127.0.0.1", running.port(2365)), timeout=5) as sock:
+        sock.sendall(request[:2])                     # half a header
+        sock.sendall(request[2:] + request)           # the rest, and a second package
+        for _ in range(2):
+            header = read_exactly(sock, 4)
+            assert header == b"\x00\x00\x00\x2d"
+            assert json.loads(read_exactly(sock, 45 - 4)) == {
+                "type": "reply", "content": "HELLO ALL"}
+        sock.sendall(struct.pack(">I", 3))            # shorter than its own header
+        assert closed_by_server(sock)
+
+
 @check("register")
 def check_register(running):
     with LineClient(running.port(2362)) as client:
