@@ -277,12 +277,30 @@ def check_reload(running):
         source = handle.read()
     with open(running.path("handlers.py"), "w") as handle:   # a different length, so
         handle.write(source.replace('"v1: "', '"version 2: "'))  # no stale .pyc is used
-    project.command("reload", check=True)
-    wait_until(lambda: not old & set(project.children()) and len(project.children()) == 2,
-               timeout=15, message="both children replaced")
+    reload_all(project, old)
     for _ in range(4):
         with LineClient(port) as client:
             assert client.ask("x") == "version 2: x"
+    # The negative: start.py was imported by the master, and new children are forked
+    # from it, so an edit there is not picked up by reload (on_worker_start is old).
+    old = set(project.children())
+    with open(running.path("start.py")) as handle:
+        source = handle.read()
+    assert "worker.on_message = handlers.on_message" in source
+    with open(running.path("start.py"), "w") as handle:
+        handle.write(source.replace(
+            "worker.on_message = handlers.on_message",
+            'worker.on_message = lambda connection, data: connection.send("start.py")'))
+    reload_all(project, old)
+    for _ in range(4):
+        with LineClient(port) as client:
+            assert client.ask("x") == "version 2: x"
+
+
+def reload_all(project, old):
+    project.command("reload", check=True)
+    wait_until(lambda: not old & set(project.children()) and len(project.children()) == 2,
+               timeout=15, message="both children replaced")
 
 
 @check("proxy")
