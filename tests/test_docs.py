@@ -511,6 +511,28 @@ def test_signal_table_is_generated():
     assert "\n".join(table) == markdown_table()
 
 
+def declared_packages():
+    """Package names of pyproject.toml: (runtime, the [test] extra)."""
+    tomllib = pytest.importorskip("tomllib")   # Python 3.11+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as handle:
+        project = tomllib.load(handle)["project"]
+
+    def names(requirements):
+        return {re.match(r"[\w.-]+", requirement)[0].lower() for requirement in requirements}
+    return names(project["dependencies"]), names(project["optional-dependencies"]["test"])
+
+
+def test_install_lines_name_what_pyproject_installs():
+    runtime, test = declared_packages()
+    comments = {}
+    for line in read(os.path.join(DOCS, "getting-started.md")).splitlines():
+        if line.startswith("pip install -e ") and "#" in line:
+            command, _, comment = line.partition("#")
+            comments[command.split()[-1]] = set(re.findall(r"[\w.-]+", comment.lower()))
+    assert comments["."] - {"the", "same", "plus", "and"} == runtime
+    assert comments["'.[test]'"] - {"the", "same", "plus", "and"} == test
+
+
 @pytest.mark.parametrize("path", doc_files(), ids=os.path.basename)
 def test_python_blocks_compile(path):
     for number, match in enumerate(BLOCK.finditer(read(path))):
