@@ -33,7 +33,8 @@ import pytest
 from conftest import REPO, LineClient, free_port, port_open, wait_until
 
 DOCS = os.path.join(REPO, "docs")
-REQUIRED = {"first-server", "jsonnl", "ticker", "proxy"}
+REQUIRED = {"first-server", "jsonnl", "ticker", "proxy", "reload", "heartbeat-check",
+            "xmlprotocol", "jsonint"}
 MARKER = re.compile(r"^<!-- example: (?P<name>[\w-]+)(?P<options>[^>]*?)\s*-->\n"
                     r"```python\n(?P<code>.*?)^```", re.M | re.S)
 BLOCK = re.compile(r"^```python\n(?P<code>.*?)^```", re.M | re.S)
