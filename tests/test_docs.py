@@ -21,17 +21,20 @@ import importlib
 import json
 import os
 import re
+import select
 import socket
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import REPO, LineClient, free_port, port_open, wait_until
 
 DOCS = os.path.join(REPO, "docs")
-REQUIRED = {"first-server", "jsonnl", "ticker", "proxy"}
+REQUIRED = {"first-server", "jsonnl", "ticker", "proxy", "reload", "heartbeat-check",
+            "xmlprotocol", "jsonint"}
 MARKER = re.compile(r"^<!-- example: (?P<name>[\w-]+)(?P<options>[^>]*?)\s*-->\n"
                     r"```python\n(?P<code>.*?)^```", re.M | re.S)
 BLOCK = re.compile(r"^```python\n(?P<code>.*?)^```", re.M | re.S)
@@ -275,12 +278,30 @@ def check_reload(running):
         source = handle.read()
     with open(running.path("handlers.py"), "w") as handle:   # a different length, so
         handle.write(source.replace('"v1: "', '"version 2: "'))  # no stale .pyc is used
-    project.command("reload", check=True)
-    wait_until(lambda: not old & set(project.children()) and len(project.children()) == 2,
-               timeout=15, message="both children replaced")
+    reload_all(project, old)
     for _ in range(4):
         with LineClient(port) as client:
             assert client.ask("x") == "version 2: x"
+    # The negative: start.py was imported by the master, and new children are forked
+    # from it, so an edit there is not picked up by reload (on_worker_start is old).
+    old = set(project.children())
+    with open(running.path("start.py")) as handle:
+        source = handle.read()
+    assert "worker.on_message = handlers.on_message" in source
+    with open(running.path("start.py"), "w") as handle:
+        handle.write(source.replace(
+            "worker.on_message = handlers.on_message",
+            'worker.on_message = lambda connection, data: connection.send("start.py")'))
+    reload_all(project, old)
+    for _ in range(4):
+        with LineClient(port) as client:
+            assert client.ask("x") == "version 2: x"
+
+
+def reload_all(project, old):
+    project.command("reload", check=True)
+    wait_until(lambda: not old & set(project.children()) and len(project.children()) == 2,
+               timeout=15, message="both children replaced")
 
 
 @check("proxy")
@@ -351,6 +372,53 @@ def check_heartbeat(running, sock):
         assert word == b"alive" and int(pid) in pids, (beat, pids)
 
 
+def shorten_heartbeat(running):
+    """The page's times are minutes; the test runs the same code with seconds."""
+    path = running.path("start.py")
+    with open(path) as handle:
+        source = handle.read()
+    for documented, short in (("HEARTBEAT_TIME = 55", "HEARTBEAT_TIME = 1.5"),
+                              ("CHECK_INTERVAL = 10", "CHECK_INTERVAL = 0.25")):
+        assert documented in source, documented
+        source = source.replace(documented, short)
+    with open(path, "w") as handle:
+        handle.write(source)
+
+
+@check("heartbeat-check", before=shorten_heartbeat)
+def check_heartbeat_check(running, _):
+    port, heartbeat_time = running.port(2363), 1.5
+    connected = time.monotonic()
+    active = [LineClient(port) for _ in range(4)]
+    silent = [LineClient(port) for _ in range(4)]
+    closed_after = {}
+    try:
+        for client in active:
+            assert client.ask("tom") == "hello tom"
+        # Ping every 0.3 s, far more often than heartbeat_time, until the silent
+        # clients are closed, then as long again: the pinging ones must stay.
+        deadline = None
+        while deadline is None or time.monotonic() < deadline:
+            for client in active:
+                assert client.ask("ping") == "pong"
+            waiting = [client for client in silent if client not in closed_after]
+            readable = select.select([client.sock for client in waiting], [], [], 0.3)[0]
+            for client in waiting:
+                if client.sock in readable:
+                    assert client.sock.recv(100) == b"", "a silent client got data"
+                    closed_after[client] = time.monotonic() - connected
+            if deadline is None and len(closed_after) == len(silent):
+                deadline = time.monotonic() + heartbeat_time * 2
+            assert time.monotonic() - connected < 20, "silent clients still open"
+        assert min(closed_after.values()) >= heartbeat_time, closed_after
+        rows = processes(running.project)
+        assert [row["timers"] for row in rows] == [1, 1], rows
+        assert total(running.project, "connections") == len(active)
+    finally:
+        for client in active + silent:
+            client.close()
+
+
 @check("jsonnl")
 def check_jsonnl(running):
     with LineClient(running.port(2360)) as client:
@@ -366,6 +434,62 @@ def check_frame(running):
     with socket.create_connection(("127.0.0.1", running.port(2361)), timeout=5) as sock:
         sock.sendall(struct.pack(">I", 4 + 3) + b"tom")
         assert read_exactly(sock, 4 + 9) == struct.pack(">I", 13) + b"hello tom"
+
+
+def closed_by_server(sock):
+    sock.settimeout(5)
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+XML_REQUEST = (b'<?xml version="1.0" encoding="ISO-8859-1"?>\n<request>\n'
+               b'  <module>user</module>\n  <action>getInfo</action>\n</request>')
+XML_ANSWER = (b"<response><module>user</module><action>getInfo</action>"
+              b"<status>ok</status></response>")
+
+
+def xml_package(body):
+    return b"%010d" % (10 + len(body)) + body
+
+
+@check("xmlprotocol")
+def check_xmlprotocol(running):
+    address = ("127.0.0.1", running.port(2364))
+    request, answer = xml_package(XML_REQUEST), xml_package(XML_ANSWER)
+    assert (request[:10], answer[:10]) == (b"0000000125", b"0000000095")  # as the page says
+    with socket.create_connection(address, timeout=5) as sock:
+        for start in range(0, len(request), 7):     # the header arrives in two pieces
+            sock.sendall(request[start:start + 7])
+        assert read_exactly(sock, len(answer)) == answer
+        sock.sendall(request * 2)                     # two packages in one write
+        assert read_exactly(sock, 2 * len(answer)) == answer * 2
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.sendall(b"00000abcde<request/>")       # not ten digits
+        assert closed_by_server(sock)
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.sendall(xml_package(b"<request>"))       # not XML
+        assert closed_by_server(sock)
+    wait_until(lambda: total(running.project, "throw_exception") == 1, message="counted")
+    assert "bad package" in running.project.log()
+
+
+@check("jsonint")
+def check_jsonint(running):
+    body = b'{"type":"message","content":"hello all"}'
+    request = struct.pack(">I", 4 + len(body)) + body
+    assert request[:4] == b"\x00\x00\x00\x2c"         # as the page says
+    with socket.create_connection(("127.0.0.1", running.port(2365)), timeout=5) as sock:
+        sock.sendall(request[:2])                     # half a header
+        sock.sendall(request[2:] + request)           # the rest, and a second package
+        for _ in range(2):
+            header = read_exactly(sock, 4)
+            assert header == b"\x00\x00\x00\x2d"
+            assert json.loads(read_exactly(sock, 45 - 4)) == {
+                "type": "reply", "content": "HELLO ALL"}
+        sock.sendall(struct.pack(">I", 3))            # shorter than its own header
+        assert closed_by_server(sock)
 
 
 @check("register")
@@ -386,6 +510,28 @@ def test_signal_table_is_generated():
             break
         table.append(line)
     assert "\n".join(table) == markdown_table()
+
+
+def declared_packages():
+    """Package names of pyproject.toml: (runtime, the [test] extra)."""
+    tomllib = pytest.importorskip("tomllib")   # Python 3.11+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as handle:
+        project = tomllib.load(handle)["project"]
+
+    def names(requirements):
+        return {re.match(r"[\w.-]+", requirement)[0].lower() for requirement in requirements}
+    return names(project["dependencies"]), names(project["optional-dependencies"]["test"])
+
+
+def test_install_lines_name_what_pyproject_installs():
+    runtime, test = declared_packages()
+    comments = {}
+    for line in read(os.path.join(DOCS, "getting-started.md")).splitlines():
+        if line.startswith("pip install -e ") and "#" in line:
+            command, _, comment = line.partition("#")
+            comments[command.split()[-1]] = set(re.findall(r"[\w.-]+", comment.lower()))
+    assert comments["."] - {"the", "same", "plus", "and"} == runtime
+    assert comments["'.[test]'"] - {"the", "same", "plus", "and"} == test
 
 
 @pytest.mark.parametrize("path", doc_files(), ids=os.path.basename)
