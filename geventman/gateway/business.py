@@ -210,7 +210,9 @@ class BusinessWorker(Worker):
         """Events of a lost link that were not handled yet are dropped: the gateway
         moves those clients to another worker."""
         for key in [key for key in self._queues if key[0] is link]:
-            self._queued -= len(self._queues.pop(key))
+            queue = self._queues.pop(key)
+            self._queued -= len(queue)
+            queue.clear()  # its runner, if one is serving it, finds nothing more
         for key in [key for key in self._stale if key[0] is link]:
             del self._stale[key]
         link.ids.clear()

@@ -207,7 +207,7 @@ class Gateway(Worker):
         self._send_event(client, link, packet)
 
     def _send_event(self, client, link, packet):
-        if link.send(packet) is False:
+        if link.send(packet) is False and not self._stopping:
             log("gateway %s: the link to %s lost an event of client %d" % (
                 self.inner_address, link.worker_key, client.id))
         if packet[4] == Cmd.CLOSE:  # the client is gone: it counts no more
