@@ -108,6 +108,22 @@ class Gateway(Worker):
     on_worker_start = hook_property("on_worker_start", "_gateway_on_worker_start")
     on_worker_stop = hook_property("on_worker_stop", "_gateway_on_worker_stop")
 
+    # -- in the master ---------------------------------------------------------------
+
+    def bind_listeners(self):
+        """The client port as any worker's; the inner ports are only tried here (each
+        child binds its own): one already taken fails the start, not a child."""
+        super().bind_listeners()
+        for slot in range(self.count):
+            probe = Worker("tcp://%s:%d" % (self.lan_ip, self.start_port + slot))
+            Worker._all.remove(probe)
+            try:
+                probe._bind(probe.port, probe=True).close()
+            except OSError as error:
+                self.close_listeners()
+                raise OSError(error.errno, "gateway %s: inner port %s:%d: %s" % (
+                    self.name, self.lan_ip, self.start_port + slot, error.strerror)) from None
+
     # -- process life ----------------------------------------------------------------
 
     def _gateway_on_worker_start(self, worker):
