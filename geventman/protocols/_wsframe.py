@@ -98,7 +98,7 @@ class Session:
     __slots__ = ("phase", "client", "header_size", "first_byte", "message_opcode",
                  "compressed", "data", "wire_size", "fragment_count", "utf8", "deflate",
                  "pending", "pending_size", "close_sent", "request", "response",
-                 "subprotocol", "key", "mark", "ping_timer")
+                 "subprotocol", "key", "mark", "scanned", "ping_timer")
 
     def __init__(self, client=False):
         self.phase = HANDSHAKE
@@ -118,6 +118,7 @@ class Session:
         self.request = self.response = self.subprotocol = None
         self.key = None               # client: the Sec-WebSocket-Key it sent
         self.mark = 0                 # server: bytes written when the handshake began
+        self.scanned = 0              # server: handshake bytes searched for its end so far
         self.ping_timer = None
 
     def reset_message(self):

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 
 from geventman.log import log
 from geventman.protocols import NOTHING, _wsdeflate
+from geventman.protocols.http import timeout
 from geventman.protocols._wsframe import (
     BINARY_TYPE_ARRAYBUFFER, BINARY_TYPE_BLOB, CLOSED, CLOSING, GOING_AWAY, HANDSHAKE, NORMAL,
     OPEN, PING, Session, build, call_hook, close_frame, flush_pending, frame_length,
@@ -108,6 +109,7 @@ class Websocket:
     def on_close(connection):
         session = getattr(connection, "websocket", None)
         if session is not None:
+            timeout.done(connection)   # a handshake that never completed was timed
             session.phase = CLOSED
             session.deflate = None
             session.pending = []
@@ -162,16 +164,26 @@ class HandshakeError(Exception):
 
 
 def _head_length(buffer, connection):
-    end = buffer.find(b"\r\n\r\n")
+    """``input`` during the handshake. The search for the blank line resumes where the
+    last read left it; a handshake that is not whole in one read is timed like an HTTP
+    request head (``request_timeout``, see http/timeout.py: 408 and closed), so a
+    client sending it a byte at a time cannot hold the connection for ever."""
+    session = connection.websocket
+    end = buffer.find(b"\r\n\r\n", max(0, session.scanned - 3))
     if end < 0:
+        session.scanned = len(buffer)
         if len(buffer) >= 4 and not buffer.startswith(b"GET "):
             _refuse_head(connection, 400, "not a GET request")
         elif len(buffer) > MAX_HEAD_SIZE:
             _refuse_head(connection, 431, "handshake over %d bytes" % MAX_HEAD_SIZE)
+        else:
+            timeout.watch(connection, "head")
         return 0
+    session.scanned = 0
     if end + 4 > MAX_HEAD_SIZE:
         _refuse_head(connection, 431, "handshake over %d bytes" % MAX_HEAD_SIZE)
         return 0
+    timeout.done(connection)
     return end + 4
 
 
@@ -338,9 +350,11 @@ class WebsocketRequest:
     def check(self):
         """Section 4.2.1: the client's handshake; returns the key, or HandshakeError."""
         if self.method != "GET":
-            raise HandshakeError(400, "method %s, not GET" % self.method)
+            # Client bytes in a log line are escaped (%r): a bare "\n" in them would
+            # otherwise start a forged line.
+            raise HandshakeError(400, "method %r, not GET" % self.method[:40])
         if self.version != "HTTP/1.1":
-            raise HandshakeError(400, "%s, not HTTP/1.1" % self.version[:16])
+            raise HandshakeError(400, "version %r, not HTTP/1.1" % self.version[:16])
         if "host" not in self.headers:
             raise HandshakeError(400, "no Host header")
         if "websocket" not in header_tokens(self.headers.get("upgrade", "")):
