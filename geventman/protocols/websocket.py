@@ -18,6 +18,7 @@ request asks for a WebSocket upgrade.
 """
 import base64
 import hashlib
+import re
 from urllib.parse import parse_qsl
 
 from geventman.log import log
@@ -30,6 +31,10 @@ from geventman.protocols._wsframe import (
 from geventman.version import __version__
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   # section 1.3
+#: What may not stand in a handshake (RFC 9112 2.2, 3.2, 5.5): control bytes other
+#: than HTAB, a CR that does not end a line, a bare LF, and anything but a visible
+#: character in the request target.
+_BAD_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 #: Largest opening handshake accepted; a longer head gets 431.
 MAX_HEAD_SIZE = 16384
 SERVER = "geventman/%s" % __version__
@@ -308,10 +313,12 @@ class WebsocketRequest:
 
     @classmethod
     def parse(cls, head, connection=None):
+        if _BAD_BYTES.search(head):
+            raise HandshakeError(400, "control byte in the handshake")
         text = head.decode("latin-1")
         lines = text.split("\r\n")
         parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[1]:
+        if len(parts) != 3 or not parts[1] or "\t" in parts[1]:
             raise HandshakeError(400, "bad request line")
         method, uri, version = parts
         headers = {}
