@@ -549,3 +549,20 @@ def test_an_unfinished_text_line_is_still_bounded():
     assert connection.state is State.ESTABLISHED
     connection._feed(b"z")
     assert connection.state is State.CLOSED and connection.messages == []
+
+
+def test_a_package_of_known_length_dribbled_is_kept_in_one_buffer():
+    """Before: a list with one bytes object per read (about 40 bytes each for 1-byte
+    reads), joined at the end."""
+    connection = server_connection(protocol=Frame)
+    package = Frame.encode(b"y" * 5000, None)
+    connection._feed(package[:10])
+    kept = connection._pending
+    for byte in package[10:-1]:
+        connection._feed(bytes((byte,)))
+    assert connection._pending is kept and type(kept) is bytearray
+    assert len(kept) == len(package) - 1
+    connection._feed(package[-1:] + package[:2])
+    assert connection.messages == [b"y" * 5000] and connection._pending is None
+    connection._feed(package[2:])
+    assert connection.messages == [b"y" * 5000] * 2
