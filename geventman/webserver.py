@@ -206,7 +206,8 @@ def _run_wsgi(connection, request, application):
         answer = wsgi.call(application, request)
     except Exception:
         statistics["throw_exception"] += 1
-        log_exception("WSGI application failed on %s %s" % (request.method, request.uri))
+        # The target is the client's (obs-text such as \x85 passes llhttp): escaped.
+        log_exception("WSGI application failed on %s %r" % (request.method, request.uri))
         answer = _plain(500)
     return connection.send(answer)
 
