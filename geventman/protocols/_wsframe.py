@@ -266,7 +266,7 @@ def _fragment(payload, fin, wire, connection, session):
     text = session.utf8 is not None
     data = session.data
     session.reset_message()
-    if not data:  # one frame (compressed, or a text frame with RSV1...): no copy
+    if not data:  # a message in one frame (a compressed one), or after empty ones
         return payload.decode("utf-8") if text else bytes(payload)
     data += payload
     return data.decode("utf-8") if text else bytes(data)

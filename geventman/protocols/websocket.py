@@ -31,9 +31,9 @@ from geventman.protocols._wsframe import (
 from geventman.version import __version__
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   # section 1.3
-#: What may not stand in a handshake (RFC 9112 2.2, 3.2, 5.5): control bytes other
-#: than HTAB, a CR that does not end a line, a bare LF, and anything but a visible
-#: character in the request target.
+#: What may not stand in a handshake (RFC 9112 2.2, 5.5): control bytes other than
+#: HTAB, a CR that does not end a line, a bare LF. (A tab in the request target makes
+#: a bad request line.)
 _BAD_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 #: Largest opening handshake accepted; a longer head gets 431.
 MAX_HEAD_SIZE = 16384
