@@ -30,6 +30,9 @@ from geventman.worker import Worker
 
 ENTRY = "index.py"
 _HIDDEN_SUFFIXES = (".pyc", ".pyo", ".pyw", ".pyd")
+#: Editor and backup copies of Python sources, which would otherwise be sent as text:
+#: page.py~, page.py.bak, page.py.orig, page.py.swp (and .swo, .old, .save, .tmp).
+_BACKUP_SUFFIXES = ("~", ".bak", ".orig", ".swp", ".swo", ".old", ".save", ".tmp")
 
 
 class Refused(Exception):
@@ -128,10 +131,25 @@ def resolve(root, raw_path):
 
 
 def _check_visible(segment):
+    """Refused(404) for what is never served: dotfiles (also Emacs's ``.#page.py``
+    lock links), ``__pycache__``, bytecode, ``#page.py#`` autosaves, backup copies of
+    Python sources, and ``.PY`` spellings of a source."""
     lower = segment.lower()
     if (segment.startswith(".") or lower == "__pycache__" or lower.endswith(_HIDDEN_SUFFIXES)
-            or (lower.endswith(".py") and not segment.endswith(".py"))):
+            or (lower.endswith(".py") and not segment.endswith(".py"))
+            or (segment.startswith("#") and segment.endswith("#"))
+            or _backup_of_python(lower)):
         raise Refused(404)
+
+
+def _backup_of_python(lower):
+    """page.py~, page.py.bak, page.pyc.orig...: a Python file with a backup suffix."""
+    for suffix in _BACKUP_SUFFIXES:
+        if lower.endswith(suffix):
+            stem = lower[:-len(suffix)]
+            return stem.endswith(".py") or stem.endswith(_HIDDEN_SUFFIXES) or \
+                _backup_of_python(stem)
+    return False
 
 
 # -- entry files -----------------------------------------------------------------------
@@ -188,7 +206,8 @@ def _run_wsgi(connection, request, application):
         answer = wsgi.call(application, request)
     except Exception:
         statistics["throw_exception"] += 1
-        log_exception("WSGI application failed on %s %s" % (request.method, request.uri))
+        # The target is the client's (obs-text such as \x85 passes llhttp): escaped.
+        log_exception("WSGI application failed on %s %r" % (request.method, request.uri))
         answer = _plain(500)
     return connection.send(answer)
 

@@ -14,6 +14,10 @@ import threading
 import pytest
 
 from conftest import LineClient, free_port, wait_until
+from geventman.connection.tcp import State
+from geventman.protocols.frame import Frame
+from geventman.protocols.text import Text
+from websocket_support import server_connection
 from test_callbacks import Client, Control
 
 CONNECTION_APP = """
@@ -475,3 +479,90 @@ def test_handlers_that_block_do_not_hold_up_the_other_connections(project):
         assert client.recvline() == "done wait%d" % number
         client.close()
     control.close()
+
+
+# -- buffering: work per read proportional to the new bytes (sans socket) ------------
+
+
+class UntilNewline:
+    """A protocol whose input cannot tell a length before the package's last byte,
+    and looks at that byte only (O(1)): what the connection costs shows alone."""
+
+    seen = []
+
+    @staticmethod
+    def input(buffer, connection):
+        UntilNewline.seen.append(buffer)
+        return len(buffer) if buffer[-1:] == b"\n" else 0
+
+    @staticmethod
+    def decode(package, connection):
+        assert type(package) is bytes
+        return package
+
+    @staticmethod
+    def encode(data, connection):
+        return data
+
+
+def test_a_package_dribbled_a_byte_per_read_grows_one_buffer_in_place():
+    """Before: each read joined the whole kept buffer with the new byte (a new bytes
+    object per read: quadratic work for a package that arrives slowly)."""
+    UntilNewline.seen = []
+    connection = server_connection(protocol=UntilNewline)
+    for _ in range(3000):
+        connection._feed(b"x")
+    connection._feed(b"\n")
+    buffers = UntilNewline.seen[1:]          # the first read is handed over as it came
+    assert len(buffers) == 3000 and len({id(buffer) for buffer in buffers}) == 1
+    assert connection.messages == [b"x" * 3000 + b"\n"]
+    assert not connection._recv_buffer
+
+
+def test_many_packages_in_one_read_and_a_rest_kept_for_the_next():
+    connection = server_connection(protocol=Frame)
+    packages = [Frame.encode(b"%d" % number, None) for number in range(20000)]
+    data = b"".join(packages)
+    connection._feed(data + packages[0][:3])
+    connection._feed(packages[0][3:] + packages[1][:1])
+    connection._feed(packages[1][1:])
+    assert connection.messages == [b"%d" % n for n in range(20000)] + [b"0", b"1"]
+    assert all(type(message) is bytes for message in connection.messages)
+    assert not connection._recv_buffer and connection._pending is None
+
+
+def test_a_text_line_dribbled_a_byte_per_read_is_searched_in_its_new_bytes_only():
+    connection = server_connection(protocol=Text)
+    connection._feed(b"first\nx")
+    kept = connection._recv_buffer
+    for _ in range(3000):
+        connection._feed(b"y")
+    assert connection._recv_buffer is kept and len(kept) == 3001   # grown in place
+    connection._feed(b"z\r\nlast\n")
+    assert connection.messages == ["first", "x" + "y" * 3000 + "z", "last"]
+
+
+def test_an_unfinished_text_line_is_still_bounded():
+    connection = server_connection(protocol=Text, max_package_size=100)
+    connection._feed(b"x" * 60)
+    connection._feed(b"y" * 39)
+    assert connection.state is State.ESTABLISHED
+    connection._feed(b"z")
+    assert connection.state is State.CLOSED and connection.messages == []
+
+
+def test_a_package_of_known_length_dribbled_is_kept_in_one_buffer():
+    """Before: a list with one bytes object per read (about 40 bytes each for 1-byte
+    reads), joined at the end."""
+    connection = server_connection(protocol=Frame)
+    package = Frame.encode(b"y" * 5000, None)
+    connection._feed(package[:10])
+    kept = connection._pending
+    for byte in package[10:-1]:
+        connection._feed(bytes((byte,)))
+    assert connection._pending is kept and type(kept) is bytearray
+    assert len(kept) == len(package) - 1
+    connection._feed(package[-1:] + package[:2])
+    assert connection.messages == [b"y" * 5000] and connection._pending is None
+    connection._feed(package[2:])
+    assert connection.messages == [b"y" * 5000] * 2

@@ -2,6 +2,7 @@
 import gzip
 import json
 import os
+import tracemalloc
 
 import gevent
 import pytest
@@ -359,3 +360,73 @@ def test_http_module_exports():
     assert http.Http is Http
     for name in ("header", "set_cookie", "session_start", "end"):
         assert callable(getattr(http, name))
+
+
+# -- limits on what one client may cost ----------------------------------------------
+
+
+def test_a_few_empty_lines_before_a_request_line_are_ignored():
+    connection = serve(lambda c, request: c.send(request.path), b"\r\n\n" * 100 + GET)
+    assert status_of(connection.output()) == 200 and not connection.closed
+
+
+def test_empty_lines_before_a_request_line_count_against_the_head_limit():
+    """Before, they were not counted: 10 MB of CRLF and then a request got 200."""
+    data = b"\r\n" * 8000 + b"GET / HTTP/1.1\r\nHost: x\r\nX-Fill: " + b"a" * 400 + b"\r\n\r\n"
+    assert len(data) > http.Http.header_limit
+    connection = serve(lambda c, request: c.send("served"), data)
+    assert status_of(connection.output()) == 431 and connection.closed
+    assert b"served" not in connection.output()
+
+
+def test_ten_megabytes_of_crlf_are_refused_after_the_head_limit():
+    connection = FakeConnection(lambda c, request: c.send("served"))
+    fed = 0
+    while not connection.closed and fed < 10 << 20:
+        connection.feed(b"\r\n" * 32768)
+        fed += 65536
+    assert fed <= 65536 and status_of(connection.output()) == 431
+
+
+def test_empty_lines_dribbled_are_skipped_once():
+    """The parser remembers how far the empty lines went: each read looks at its new
+    bytes only (before, every read stripped and re-joined the whole buffer)."""
+    connection = FakeConnection()
+    for _ in range(1000):
+        connection.feed(b"\n")
+    assert connection._http.parse.start == 1000
+    for byte in GET:
+        connection.feed(bytes((byte,)))
+    assert [request.path for request in connection.messages] == ["/"]
+
+
+def chunked(chunks):
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return head + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) \
+        + b"0\r\n\r\n"
+
+
+def test_chunk_size_lines_count_against_the_body_limit():
+    """2,000 one-byte chunks are 2,000 bytes of body but 12,000 on the wire."""
+    served = serve(lambda c, request: c.send(request.body), chunked([b"x"] * 1000),
+                   max_package_size=10000)
+    assert split_response(served.output())[2] == b"x" * 1000
+    refused = serve(lambda c, request: c.send("served"), chunked([b"x"] * 2000),
+                    max_package_size=10000)
+    assert status_of(refused.output()) == 413 and refused.closed
+
+
+def test_a_body_of_tiny_chunks_costs_memory_about_its_wire_size():
+    """Before: every chunk was kept as its own bytes object (measured here: a peak of
+    12.5 MB for these 700 KB)."""
+    data = chunked([b"ab"] * 100000)                          # 700 KB on the wire
+    bodies = []
+    connection = FakeConnection(lambda c, request: bodies.append(len(request.body)))
+    tracemalloc.start()
+    try:
+        connection.feed(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert bodies == [200000]
+    assert peak < 3 * len(data), "peak %d for %d bytes" % (peak, len(data))

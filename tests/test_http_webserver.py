@@ -3,6 +3,7 @@ import email.utils
 import hashlib
 import os
 import socket
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -194,6 +195,27 @@ def test_never_serves_outside_the_root(site, target):
     assert status in (403, 404) or answer.split(b"\r\n\r\n", 1)[1].startswith(b"entry")
     for leak in (b"TOP SECRET", b"PASSWORD", b"import os", b"Worker.run_all", b"root:x:"):
         assert leak not in answer
+
+
+BACKUPS = ["page.py~", "page.py.bak", "page.py.orig", "page.py.swp", ".#page.py",
+           "#page.py#", "page.pyc", "sub/old.py.bak"]
+
+
+def test_backup_and_swap_copies_of_python_files_are_never_sent(site):
+    """Editors leave copies of entry files beside them; none is sent, whole, in part
+    (Range) or compressed (Accept-Encoding: gzip), and plain copies of other files are."""
+    os.makedirs(os.path.join(site["www"], "sub"), exist_ok=True)
+    for name in BACKUPS + ["notes.txt.bak"]:
+        with open(os.path.join(site["www"], name), "w") as handle:
+            handle.write("import secret_source\n")
+    for name in BACKUPS:
+        target = "/" + quote(name)
+        for headers in ({}, {"Range": "bytes=0-5"}, {"Accept-Encoding": "gzip"},
+                        {"Range": "bytes=-6", "Accept-Encoding": "gzip"}):
+            answer = get(site, target, headers=dict(headers))
+            assert answer.status_code == 404, (name, headers, answer.status_code)
+            assert b"secret_source" not in answer.content and b"import" not in answer.content
+    assert get(site, "/notes.txt.bak").text == "import secret_source\n"
 
 
 def test_python_files_run_and_are_never_sent_as_source(site):

@@ -45,7 +45,10 @@ def test_resolve_inside(root, path, found):
     ("/sub/../../outside.txt", 403), ("/link-out.txt", 403), ("/dir-out/outside.txt", 403),
     ("/..", 403), ("/.git/config", 404), ("/%2egit/config", 404), ("/a.txt%00", 404),
     ("/%00", 404), ("*", 404), ("relative", 404), ("/%ff%fe", 404), ("/x.pyc", 404),
-    ("/X.Py", 404), ("/__pycache__/x", 404),
+    ("/X.Py", 404), ("/__pycache__/x", 404), ("/page.py~", 404), ("/page.py.bak", 404),
+    ("/page.py.orig", 404), ("/page.py.swp", 404), ("/.%23page.py", 404),
+    ("/%23page.py%23", 404), ("/sub/page.PY.BAK", 404), ("/page.pyc.orig", 404),
+    ("/page.py.bak~", 404), ("/%23notes%23", 404),
 ])
 def test_resolve_refuses(root, path, status):
     with pytest.raises(Refused) as refused:

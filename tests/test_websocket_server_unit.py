@@ -328,6 +328,51 @@ def test_fragmented_message_over_max_package_size_fails_with_1009():
     assert_failed_with(connection, 1009)
 
 
+def test_fragment_headers_count_against_max_package_size():
+    """Empty continuation frames carry no payload, but each is 6 bytes on the wire:
+    the message's wire bytes reach the limit and it fails with 1009."""
+    connection = open_connection(max_package_size=1000)
+    connection._feed(frame(0x02, b"") + frame(0x00, b"") * 165)   # 996 bytes
+    assert connection.state is State.ESTABLISHED
+    connection._feed(frame(0x00, b""))
+    assert_failed_with(connection, 1009)
+
+
+def test_one_byte_fragments_count_their_headers_too():
+    connection = open_connection(max_package_size=700)
+    connection._feed(frame(0x01, "a") + frame(0x00, "b") * 98)   # 7 bytes each: 693
+    assert connection.state is State.ESTABLISHED
+    connection._feed(frame(0x00, "cd"))   # 701 bytes: one over
+    assert_failed_with(connection, 1009)
+
+
+def test_fragments_per_message_are_bounded():
+    connection = open_connection(websocket_max_fragments=100)
+    connection._feed(frame(0x02, b"x") + frame(0x00, b"") * 99)
+    assert connection.state is State.ESTABLISHED
+    connection._feed(frame(0x00, b""))
+    assert connection.messages == []
+    assert_failed_with(connection, 1009)
+
+
+def test_the_fragment_bound_is_per_message():
+    connection = open_connection(websocket_max_fragments=3)
+    for _ in range(5):
+        connection._feed(frame(0x01, "a") + frame(0x00, "b") + frame(0x80, "c"))
+    assert connection.messages == ["abc"] * 5
+
+
+def test_fragments_are_kept_in_one_bytearray_the_size_of_their_payload():
+    connection = open_connection()
+    connection._feed(frame(0x01, "a") + frame(0x00, "x") * 5000)
+    session = connection.websocket
+    assert type(session.data) is bytearray and len(session.data) == 5001
+    assert session.fragment_count == 5001 and session.wire_size == 5001 * 7
+    connection._feed(frame(0x80, "é"))
+    assert connection.messages == ["a" + "x" * 5000 + "é"]
+    assert session.data is None and session.wire_size == 0
+
+
 def test_a_bad_frame_logs_one_line(capsys):
     connection = open_connection()
     connection._feed(frame(0x81, "x", mask=False))

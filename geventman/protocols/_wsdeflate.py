@@ -95,19 +95,19 @@ def _params(params):
     found = {}
     for key, value in params:
         if key in found:
-            raise NegotiationError("duplicate parameter %s" % key)
+            raise NegotiationError("duplicate parameter %r" % key)
         if key in ("server_no_context_takeover", "client_no_context_takeover"):
             if value is not None:
-                raise NegotiationError("%s takes no value" % key)
+                raise NegotiationError("%r takes no value" % key)
         elif key in ("server_max_window_bits", "client_max_window_bits"):
             if value is not None:
                 if not (value.isdigit() and 8 <= int(value) <= 15 and value[0] != "0"):
-                    raise NegotiationError("bad %s=%s" % (key, value))
+                    raise NegotiationError("bad %r=%r" % (key, value))
                 value = int(value)
             elif key == "server_max_window_bits":
                 raise NegotiationError("server_max_window_bits needs a value")
         else:
-            raise NegotiationError("unknown parameter %s" % key)
+            raise NegotiationError("unknown parameter %r" % key)
         found[key] = value
     return found
 

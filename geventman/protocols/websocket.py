@@ -18,10 +18,12 @@ request asks for a WebSocket upgrade.
 """
 import base64
 import hashlib
+import re
 from urllib.parse import parse_qsl
 
 from geventman.log import log
 from geventman.protocols import NOTHING, _wsdeflate
+from geventman.protocols.http import timeout
 from geventman.protocols._wsframe import (
     BINARY_TYPE_ARRAYBUFFER, BINARY_TYPE_BLOB, CLOSED, CLOSING, GOING_AWAY, HANDSHAKE, NORMAL,
     OPEN, PING, Session, build, call_hook, close_frame, flush_pending, frame_length,
@@ -29,6 +31,10 @@ from geventman.protocols._wsframe import (
 from geventman.version import __version__
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   # section 1.3
+#: What may not stand in a handshake (RFC 9112 2.2, 5.5): control bytes other than
+#: HTAB, a CR that does not end a line, a bare LF. (A tab in the request target makes
+#: a bad request line.)
+_BAD_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 #: Largest opening handshake accepted; a longer head gets 431.
 MAX_HEAD_SIZE = 16384
 SERVER = "geventman/%s" % __version__
@@ -118,6 +124,7 @@ class Websocket:
     def on_close(connection):
         session = getattr(connection, "websocket", None)
         if session is not None:
+            timeout.done(connection)   # a handshake that never completed was timed
             session.phase = CLOSED
             session.deflate = None
             session.pending = []
@@ -172,16 +179,26 @@ class HandshakeError(Exception):
 
 
 def _head_length(buffer, connection):
-    end = buffer.find(b"\r\n\r\n")
+    """``input`` during the handshake. The search for the blank line resumes where the
+    last read left it; a handshake that is not whole in one read is timed like an HTTP
+    request head (``request_timeout``, see http/timeout.py: 408 and closed), so a
+    client sending it a byte at a time cannot hold the connection for ever."""
+    session = connection.websocket
+    end = buffer.find(b"\r\n\r\n", max(0, session.scanned - 3))
     if end < 0:
+        session.scanned = len(buffer)
         if len(buffer) >= 4 and not buffer.startswith(b"GET "):
             _refuse_head(connection, 400, "not a GET request")
         elif len(buffer) > MAX_HEAD_SIZE:
             _refuse_head(connection, 431, "handshake over %d bytes" % MAX_HEAD_SIZE)
+        else:
+            timeout.watch(connection, "head")
         return 0
+    session.scanned = 0
     if end + 4 > MAX_HEAD_SIZE:
         _refuse_head(connection, 431, "handshake over %d bytes" % MAX_HEAD_SIZE)
         return 0
+    timeout.done(connection)
     return end + 4
 
 
@@ -306,10 +323,12 @@ class WebsocketRequest:
 
     @classmethod
     def parse(cls, head, connection=None):
+        if _BAD_BYTES.search(head):
+            raise HandshakeError(400, "control byte in the handshake")
         text = head.decode("latin-1")
         lines = text.split("\r\n")
         parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[1]:
+        if len(parts) != 3 or not parts[1] or "\t" in parts[1]:
             raise HandshakeError(400, "bad request line")
         method, uri, version = parts
         headers = {}
@@ -348,9 +367,11 @@ class WebsocketRequest:
     def check(self):
         """Section 4.2.1: the client's handshake; returns the key, or HandshakeError."""
         if self.method != "GET":
-            raise HandshakeError(400, "method %s, not GET" % self.method)
+            # Client bytes in a log line are escaped (%r): a bare "\n" in them would
+            # otherwise start a forged line.
+            raise HandshakeError(400, "method %r, not GET" % self.method[:40])
         if self.version != "HTTP/1.1":
-            raise HandshakeError(400, "%s, not HTTP/1.1" % self.version[:16])
+            raise HandshakeError(400, "version %r, not HTTP/1.1" % self.version[:16])
         if "host" not in self.headers:
             raise HandshakeError(400, "no Host header")
         if "websocket" not in header_tokens(self.headers.get("upgrade", "")):

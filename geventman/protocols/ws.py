@@ -179,8 +179,8 @@ def _handshake_response(head, connection, session):
     response = WebsocketResponse.parse(head)
     headers = response.headers
     if response.status != 101:
-        return _handshake_failed(connection, "server answered %d %s" % (
-            response.status, response.reason))
+        return _handshake_failed(connection, "server answered %d %r" % (
+            response.status, response.reason[:80]))
     if "websocket" not in header_tokens(headers.get("upgrade", "")) or \
             "upgrade" not in header_tokens(headers.get("connection", "")):
         return _handshake_failed(connection, "101 without Upgrade: websocket")

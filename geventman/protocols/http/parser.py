@@ -7,9 +7,15 @@ Transfer-Encoding. httptools is fed each byte once and never past the end of the
 head, so a pipelined request behind this one is never parsed early. On top of it
 this module adds what llhttp lets through: the version must be HTTP/1.0 or HTTP/1.1
 (llhttp also takes 0.9, 2.0, RTSP/ and ICE/), exactly one space between the three
-parts of the request line, one Host in HTTP/1.1 (RFC 9112 3.2), and only the chunked
-transfer coding (RFC 9112 6.1). Chunked bodies are cut by ``ChunkScanner``: httptools
-cannot say at which byte a message ended.
+parts of the request line, one Host in HTTP/1.1 (RFC 9112 3.2), the asterisk form
+only for OPTIONS (RFC 9112 3.2.4), 501 for a well-formed method llhttp does not know
+(RFC 9110 9.1; a method that is not a token stays 400), and only the chunked transfer
+coding (RFC 9112 6.1). Chunked bodies are cut by ``ChunkScanner``: httptools cannot
+say at which byte a message ended.
+
+Empty lines before a request line are skipped (RFC 9112 2.2) but count against the
+head limit, and every step here resumes where the last read stopped, so the work per
+read is proportional to the new bytes.
 
 Everything here is sans-IO: ``read_head(buffer, state)`` and ``ChunkScanner.scan``
 see bytes and return numbers or raise ``Reject(status, reason)``.
@@ -27,9 +33,14 @@ _METHODS = {name.encode(): name for name in (
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
-# RFC 9112 7.1: chunk-size [ chunk-ext ] CRLF; like llhttp, no whitespace inside.
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:;%s(?:=(?:%s|%s))?)*)\r\n" % (
-    _TOKEN, _TOKEN, _QUOTED))
+# RFC 9112 7.1: chunk-size [ chunk-ext ] CRLF, and 7.1.1:
+# chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ).
+# Whitespace only around ";" and "=": a bare "5 " (no extension after it) stays an error.
+_BWS = rb"[ \t]*"
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:%s;%s%s(?:%s=%s(?:%s|%s))?)*)\r\n" % (
+    _BWS, _BWS, _TOKEN, _BWS, _BWS, _TOKEN, _QUOTED))
+_EMPTY_LINES = re.compile(rb"[\r\n]*")
+_TOKEN_CHARS = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")
 _FIELD_LINE = re.compile(rb"%s:[ \t]*[^\x00-\x08\x0a-\x1f\x7f]*\r\n" % _TOKEN)
 
 
@@ -53,29 +64,79 @@ class Head:
 
 
 class ParseState:
-    """Per-connection progress: the httptools parser, how much of it was fed."""
+    """Per-connection progress through one head: the httptools parser, how much of the
+    buffer it was fed, where the request line starts, how far its method was scanned."""
 
-    __slots__ = ("parser", "fed")
+    __slots__ = ("parser", "fed", "start", "scanned")
 
     def __init__(self):
         self.parser = None
         self.fed = 0
+        self.start = 0      # empty lines skipped so far: the request line starts here
+        self.scanned = -1   # end of the method scanned so far; -1: not begun; None: checked
 
 
 def read_head(buffer, state, limit=HEADER_LIMIT):
-    """The Head of the request at the start of ``buffer``, or None: need more bytes."""
-    start = 0
-    if buffer[:1] in (b"\r", b"\n"):  # RFC 9112 2.2: ignore empty lines before a request
-        start = len(buffer) - len(buffer.lstrip(b"\r\n"))
-    end = buffer.find(b"\r\n\r\n", max(start, state.fed - 3))
+    """The Head of the request at the start of ``buffer``, or None: need more bytes.
+
+    RFC 9112 2.2 lets a server ignore empty lines before a request line; here they
+    count against ``limit`` like the request line and fields (all of them, from the
+    first byte of ``buffer``), so a client cannot make a head of megabytes of CRLF."""
+    if state.scanned is not None:
+        if state.scanned < 0 and (buffer[:4] == b"GET " or buffer[:5] == b"POST "):
+            state.scanned = None   # the common case, with nothing to scan (0.9 µs less)
+        elif not _method_checked(buffer, state, limit):
+            if len(buffer) >= limit:
+                raise Reject(431, "request line and headers over %d bytes" % limit)
+            return None
+    end = buffer.find(b"\r\n\r\n", max(state.start, state.fed - 3))
     stop = end + 4 if end >= 0 else len(buffer)
-    if stop - start > limit or (end < 0 and len(buffer) - start >= limit):
+    if stop > limit or (end < 0 and len(buffer) >= limit):
         raise Reject(431, "request line and headers over %d bytes" % limit)
     upgrade = _feed(state, buffer, stop)
     if end < 0:
         return None
-    state.fed = 0
+    start = state.start
+    state.fed = state.start = 0   # the next request starts afresh
+    state.scanned = -1
     return _head(buffer, start, end, state, upgrade)
+
+
+def _method_checked(buffer, state, limit):
+    """Skip empty lines, then scan the method; True once it is complete and known.
+
+    llhttp refuses a method it does not know with the same error as a malformed one,
+    as soon as it sees the first unexpected byte: so it is fed only once the method is
+    complete, and an unknown but well-formed method gets 501 (RFC 9110 9.1)."""
+    if state.scanned < 0:
+        start = state.start = _EMPTY_LINES.match(buffer, state.start, limit + 1).end()
+        if start == len(buffer):
+            return False
+        state.scanned = start
+    end = state.scanned = _TOKEN_CHARS.match(buffer, state.scanned, limit + 1).end()
+    if end == len(buffer):
+        return False
+    state.scanned = None
+    method = bytes(buffer[state.start:end])
+    if method and buffer[end:end + 1] == b" " and not _known_method(method):
+        raise Reject(501, "method %r not implemented" % method[:40])
+    return True  # not a token, or not followed by one space: llhttp answers 400
+
+
+_llhttp_methods = set()   # methods llhttp was seen to accept (a small, fixed set)
+
+
+def _known_method(method):
+    if method in _METHODS or method in _llhttp_methods:
+        return True
+    try:
+        httptools.HttpRequestParser(_NoCallbacks).feed_data(method + b" ")
+    except httptools.HttpParserInvalidMethodError:
+        return False
+    except httptools.HttpParserError:
+        return True   # llhttp takes the method and has something else to say later
+    _llhttp_methods.add(method)
+    return True
 
 
 def _feed(state, buffer, stop):
@@ -102,16 +163,20 @@ class _NoCallbacks:
 
 def _head(buffer, start, end, state, upgrade):
     line_end = buffer.find(b"\r\n", start)
-    parts = buffer[start:line_end].split(b" ")
+    line = bytes(buffer[start:line_end])  # buffer may be a bytearray (tcp.py)
+    parts = line.split(b" ")
     version = _VERSIONS.get(parts[-1])
     if len(parts) != 3 or version is None:
         state.parser = None
-        raise Reject(400, "bad request line %r" % buffer[start:line_end][:100])
+        raise Reject(400, "bad request line %r" % line[:100])
     head = Head()
     head.method = _METHODS.get(parts[0]) or parts[0].decode("ascii")
     head.target = parts[1]
+    if head.target == b"*" and head.method != "OPTIONS":
+        state.parser = None   # RFC 9112 3.2.4: the asterisk form is for OPTIONS only
+        raise Reject(400, "target * with %s (only OPTIONS may use it)" % head.method)
     head.version = version
-    head.head = buffer[line_end:end + 2]  # CRLF, then field lines each ending in CRLF
+    head.head = bytes(buffer[line_end:end + 2])  # CRLF, then field lines each ending in CRLF
     head.head_end = end + 4
     head.upgrade = upgrade
     try:
@@ -170,18 +235,19 @@ class ChunkScanner:
     The decoded body is in ``body`` afterwards. Trailer fields are checked and dropped.
     """
 
-    __slots__ = ("position", "chunks", "size", "in_trailers", "limit")
+    __slots__ = ("position", "data", "in_trailers", "limit")
 
     def __init__(self, head_end, limit):
         self.position = head_end
-        self.chunks = []
-        self.size = 0
+        # One bytearray, not a list of chunks: a body of 2-byte chunks kept as bytes
+        # objects cost 6.6 times max_package_size (measured); this costs its size.
+        self.data = bytearray()
         self.in_trailers = False
         self.limit = limit
 
     @property
     def body(self):
-        return b"".join(self.chunks)
+        return bytes(self.data)
 
     def scan(self, buffer):
         while not self.in_trailers:
@@ -200,7 +266,7 @@ class ChunkScanner:
             self.position = match.end()
             self.in_trailers = True
             return True
-        if self.size + size > self.limit:
+        if len(self.data) + size > self.limit:
             raise Reject(413, "chunked body over %d bytes" % self.limit)
         data_start = match.end()
         data_end = data_start + size
@@ -208,8 +274,7 @@ class ChunkScanner:
             return False
         if buffer[data_end:data_end + 2] != b"\r\n":
             raise Reject(400, "chunk data not followed by CRLF")
-        self.chunks.append(buffer[data_start:data_end])
-        self.size += size
+        self.data += buffer[data_start:data_end]
         self.position = data_end + 2
         return True
 
@@ -230,4 +295,4 @@ class ChunkScanner:
 def _incomplete_line(buffer, position, what):
     """Raise if the line at ``position`` is complete (so it did not match) or too long."""
     if buffer.find(b"\n", position) >= 0 or len(buffer) - position > CHUNK_LINE_LIMIT:
-        raise Reject(400, "bad %s %r" % (what, buffer[position:position + 40]))
+        raise Reject(400, "bad %s %r" % (what, bytes(buffer[position:position + 40])))
