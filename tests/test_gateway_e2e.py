@@ -400,10 +400,17 @@ def test_a_session_set_in_one_message_is_there_in_the_next_on_either_worker(proj
         assert there["pid"] == hopped["pid"] and there["session"] == {"n": 1, "m": [2]}
         back = a.ask("session", prefix="hop ")
         assert back["pid"] == a.pid and back["session"] == {"n": 1, "m": [2]}
+        # the change is in the gateway before the reply reaches the client, so the
+        # client's very next message carries it, to whichever worker
+        for number in range(100):
+            moved = a.ask("set", key="i", value=number)
+            back = a.ask("session", prefix="hop ")
+            assert back["pid"] != moved["pid"] and back["session"]["i"] == number
         # a handler's write-back keeps what update_session changed meanwhile
         other.call("update_session", a.id, {"uid": "42"})
-        assert a.ask("set", key="n", value=3)["session"] == {"n": 3, "m": [2], "uid": "42"}
-        assert other.call("get_session", a.id) == {"n": 3, "m": [2], "uid": "42"}
+        expected = {"n": 3, "m": [2], "i": 99, "uid": "42"}
+        assert a.ask("set", key="n", value=3)["session"] == expected
+        assert other.call("get_session", a.id) == expected
 
 
 def test_two_blocked_handlers_run_at_once_each_with_its_own_context(project):
