@@ -30,6 +30,7 @@ class _LinkTransport:
         link = self.worker.links.get(address)
         if link is None or not link.ready:
             return False
+        self.worker.flush_session()
         return link.send_soon(packet)
 
     def ask(self, questions):
@@ -62,6 +63,7 @@ class GatewayApi(Calls):
     def send_to_current_client(self, data, raw=False):
         context = _current()
         body, flags = _message(data, raw)
+        business.BusinessWorker.current.flush_session()
         return context.link.send_soon(pack(Cmd.SEND_TO_ONE, context.connection_id, b"", body,
                                            flags)) is not False
 

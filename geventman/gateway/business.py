@@ -331,6 +331,17 @@ class BusinessWorker(Worker):
             return
         link.send_soon(pack(Cmd.PATCH_SESSION, packet.connection_id, ext))
         self._stale[(link, packet.connection_id)] = (packet.ext, fresh)
+        context.before = wire.loads(fresh) if fresh else {}  # written: a later call sends
+        # only what changes after this
+
+    def flush_session(self):
+        """Write the current client's session changes back now, before a message leaves
+        this handler: a client that answers it then finds them in the gateway, whichever
+        business worker gets the answer (the gateway applies a link's packets in order)."""
+        context = contexts.get(getcurrent())
+        if (context is not None and context.packet.cmd != Cmd.CLOSE
+                and context.session != context.before):
+            self._write_back(context.link, context.packet, context, None)
 
     def _watchdog(self):
         """Log, with its stack, a handler still running after process_timeout."""
