@@ -11,6 +11,7 @@ import pytest
 
 from conftest import app_source, free_port, wait_until
 from gateway_support import Fleet
+from websocket_support import RawClient
 
 START = """
 from geventman.gateway import BusinessWorker, Gateway, Store
@@ -108,3 +109,45 @@ def test_kill_9_of_a_business_worker_moves_its_clients(project):
         assert sum(client.resent for client in fleet.clients) <= len(served_by_victim)
     finally:
         fleet.close()
+
+
+BIG_START = START.replace("worker.count = 2", """worker.count = 1
+gateway.send_to_client_buffer_size = 32 << 20
+worker.on_worker_reload = lambda worker: setattr(worker.events, "reloading", True)""")
+
+BIG_EVENTS = """
+import gevent
+
+from geventman.lib import Gateway
+
+reloading = False
+
+
+def on_message(client_id, message):
+    if message == "big":
+        for _ in range(500):   # until the reload begins (5 s at most)
+            if reloading:
+                break
+            gevent.sleep(0.01)
+        Gateway.send_to_current_client("big:" + "x" * 6000000)
+    else:
+        Gateway.send_to_current_client("ok:" + message)
+"""
+
+
+def test_what_a_leaving_worker_sent_last_reaches_the_client(project):
+    """A handler that sends a large reply as the reload begins: the reply is still in
+    the link's send buffer when the worker is done; it must get to the gateway before
+    the process exits."""
+    port, inner = free_port(), free_port()
+    source = app_source(BIG_START, port).replace("STORE", repr(project.path("store")))
+    project.app("gw", source.replace("INNER", str(inner)), events_py=BIG_EVENTS)
+    project.start(ports=[port, inner])
+    with RawClient(port, timeout=15) as client:
+        wait_until(lambda: client.ask("hi") == "ok:hi", message="a business worker")
+        client.send(0x81, "big")
+        project.command("reload", check=True)
+        first, payload = client.recv_frame()
+        assert (first, len(payload), payload[:4]) == (0x81, 6000004, b"big:")
+        wait_until(lambda: "reload done" in project.log(), message="reload done")
+        assert client.ask("after") == "ok:after"
