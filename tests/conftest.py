@@ -128,6 +128,9 @@ class Project:
         self.foreground = []
 
     _output_file = None
+    #: What the server command runs under, e.g. ``["ip", "netns", "exec", "host1"]``
+    #: (exec's into python, so the pid is still the master's).
+    launcher = ()
 
     def _output(self):
         """The foreground server's terminal: a file, so a chatty server never blocks
@@ -175,7 +178,8 @@ class Project:
     def start(self, *args, ports=(), timeout=15):
         """``start`` in the foreground (a child process of the test); waits for the
         pid file and for every port in ``ports`` to accept."""
-        process = subprocess.Popen([sys.executable, "start.py", "start"] + list(args),
+        process = subprocess.Popen(list(self.launcher) + [sys.executable, "start.py", "start"]
+                                   + list(args),
                                    cwd=self.root, stdout=self._output(),
                                    stderr=subprocess.STDOUT, text=True)
         self.foreground.append(process)

@@ -26,7 +26,7 @@ from gevent import getcurrent
 
 from geventman import Worker
 from geventman.connection.async_tcp import AsyncTcpConnection
-from geventman.connection.tcp import ESTABLISHED, run_soon
+from geventman.connection.tcp import CLOSING, ESTABLISHED, run_soon
 from geventman.gateway import sessions, wire
 from geventman.gateway.hooks import app_name, hook_property
 from geventman.gateway.store import Store, StoreError
@@ -141,7 +141,8 @@ class BusinessWorker(Worker):
         self._stopping = True
         for greenlet in self._background:
             greenlet.kill(block=False)
-        deadline = time.monotonic() + max(0.5, Worker.stop_timeout * 0.8)
+        started = time.monotonic()
+        deadline = started + max(0.5, Worker.stop_timeout * 0.8)
         leaving = [link for link in self.links.values() if link.ready]
         for link in leaving:
             link.send(pack(Cmd.WORKER_LEAVING), True)
@@ -150,10 +151,17 @@ class BusinessWorker(Worker):
         while (self._queues or self._handlers) and time.monotonic() < deadline:
             gevent.sleep(0.01)
         super().stop_accepting()   # on_worker_stop
-        for link in list(self.links.values()):
+        links = list(self.links.values())
+        for link in links:
             link.cancel_reconnect()
             link.close()
         self.links.clear()
+        # close() sends what is queued first (the last handlers' replies), and the
+        # process ends as soon as this returns: wait for that, within the stop time.
+        flushed = max(time.monotonic() + 0.1, started + Worker.stop_timeout * 0.95)
+        while (any(link.state is CLOSING for link in links)
+               and time.monotonic() < flushed):
+            gevent.sleep(0.01)
 
     # -- links -----------------------------------------------------------------------
 
