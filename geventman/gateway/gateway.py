@@ -49,7 +49,7 @@ class Link:
     """What the gateway knows of one inner connection (a business worker or a client)."""
 
     __slots__ = ("connection", "worker_key", "authorized", "clients", "leaving", "deferred",
-                 "waiting", "full")
+                 "waiting", "full", "active")
 
     def __init__(self, connection):
         self.connection = connection
@@ -60,6 +60,7 @@ class Link:
         self.deferred = []         # (client, packet) held until it is gone
         self.waiting = []          # clients paused while its send buffer is full
         self.full = False
+        self.active = False        # in Gateway.workers: a router may choose it
 
     def send(self, packet):
         return self.connection.send_soon(packet)
@@ -200,10 +201,23 @@ class Gateway(Worker):
             self._forward(client, Cmd.WEBSOCKET_CONNECT, wire.dumps(data), wire.JSON)
 
     def _gateway_on_message(self, client, data):
+        """The hot path of the relay: one packet for the client's worker, written with
+        the others of this loop turn (send_soon)."""
         client.silent = 0
         self.relayed += 1
-        body, flags = wire.encode_data(data)
-        self._forward(client, Cmd.MESSAGE, body, flags)
+        if data.__class__ is str:
+            body, flags = data.encode(), wire.TEXT
+        else:
+            body, flags = wire.encode_data(data)
+        link = client.route
+        if (link is not None and link.active and self.router is router.sticky
+                and not link.full):
+            session = client.session
+            link.connection.send_soon(wire.HEADER.pack(
+                wire.HEADER_SIZE + len(session) + len(body), Cmd.MESSAGE, flags, client.id,
+                0, client._remote_address[1], client.packed_ip, len(session)) + session + body)
+        else:
+            self._forward(client, Cmd.MESSAGE, body, flags)
 
     def _gateway_on_close(self, client):
         if client.uid is not None:
@@ -215,7 +229,7 @@ class Gateway(Worker):
         call(self._hooks.get("on_close"), client)
 
     def _forward(self, client, cmd, body=b"", flags=0):
-        packet = pack(cmd, client.id, client.session, body, flags, 0, client.get_remote_port(),
+        packet = pack(cmd, client.id, client.session, body, flags, 0, client._remote_address[1],
                       client.packed_ip)
         link = self._route(client, cmd, body)
         if link is None or link.leaving or link.full:
@@ -306,6 +320,7 @@ class Gateway(Worker):
         link = self._links.pop(connection.id, None)
         if link is None or link.worker_key is None:
             return
+        link.active = False
         if self.workers.get(link.worker_key) is link:
             del self.workers[link.worker_key]
             call(self.on_business_worker_close, link.worker_key)
@@ -370,6 +385,7 @@ class Gateway(Worker):
             old.connection.destroy()
         link.worker_key = key
         self.workers[key] = link
+        link.active = True
         link.send(pack(Cmd.WELCOME, 0, wire.dumps({"gateway_port": self.port,
                                                     "address": self.inner_address})))
         call(self.on_business_worker_connected, key)
@@ -379,15 +395,21 @@ class Gateway(Worker):
     def _worker_leaving(self, link, packet):
         if self.workers.get(link.worker_key) is link:
             del self.workers[link.worker_key]
-        link.leaving = True
+        link.leaving, link.active = True, False
         link.send(pack(Cmd.LEAVE_ACK))
 
     # -- commands --------------------------------------------------------------------
 
     def _send_to_one(self, link, packet):
-        client = self.clients.get(packet.connection_id)
+        client = self.connections.get(packet.connection_id)
         if client is not None:
-            _send(client, packet)
+            flags = packet.flags
+            if flags & wire.RAW:
+                client.send(packet.body, True)
+            elif flags & wire.TEXT:
+                client.send(packet.body.decode("utf-8", "replace"))
+            else:
+                client.send(packet.data)
 
     def _send_to_all(self, link, packet):
         argument = packet.argument
@@ -572,13 +594,6 @@ class Gateway(Worker):
         worker = connection.worker
         return {"client_id": wire.client_id(worker.lan_ip, worker.lan_port, connection.id),
                 "uid": connection.uid, "groups": sorted(connection.groups or ())}
-
-
-def _send(client, packet):
-    if packet.flags & wire.RAW:
-        client.send(packet.body, True)
-    else:
-        client.send(packet.data)
 
 
 def broadcast(clients, packet):

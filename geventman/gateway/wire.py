@@ -128,16 +128,14 @@ def packet_length(buffer, max_size=MAX_PACKET_SIZE):
     """``input`` of the link protocol: 0 for "need more", the packet length, or -1."""
     if len(buffer) < HEADER_SIZE:
         return 0
-    length, cmd = _PREFIX.unpack_from(buffer)
-    ext_length = _EXT_LENGTH.unpack_from(buffer, 32)[0]
+    length, cmd, ext_length = _CHECKED.unpack_from(buffer)
     if (length < HEADER_SIZE or length > max_size or cmd not in _KNOWN
             or ext_length > length - HEADER_SIZE):
         return -1
     return length
 
 
-_PREFIX = struct.Struct(">IB")
-_EXT_LENGTH = struct.Struct(">I")
+_CHECKED = struct.Struct(">IB27xI")  # length, command, ext length: what input() checks
 
 
 def unpack(package):
