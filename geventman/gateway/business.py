@@ -44,13 +44,15 @@ QUERY_TIMEOUT = 3.0
 class EventContext:
     """What ``Context`` shows while one event of one client is handled."""
 
-    __slots__ = ("link", "connection_id", "client_id", "session", "before", "packet")
+    __slots__ = ("link", "connection_id", "client_id", "session", "before", "packet",
+                 "handler", "started", "logged")
 
-    def __init__(self, link, packet, client_id, session, before):
+    def __init__(self, link, packet, client_id, session, before, handler):
         self.link, self.packet = link, packet
         self.connection_id = packet.connection_id
         self.client_id = client_id
         self.session, self.before = session, before
+        self.handler, self.started, self.logged = handler, time.monotonic(), False
 
     @property
     def server(self):
@@ -111,7 +113,6 @@ class BusinessWorker(Worker):
         self._queues = {}         # (link, connection id) -> deque of packets
         self._queued = 0
         self._paused = False
-        self._handlers = {}       # greenlet -> [started, what, logged]
         self._requests = {}       # request id -> AsyncResult
         self._request_ids = itertools.count(1)
         self._stale = {}          # (link, connection id) -> (bytes sent with, bytes now)
@@ -148,7 +149,7 @@ class BusinessWorker(Worker):
             link.send(pack(Cmd.WORKER_LEAVING), True)
         for link in leaving:
             link.left.wait(max(0, deadline - time.monotonic()))
-        while (self._queues or self._handlers) and time.monotonic() < deadline:
+        while (self._queues or contexts) and time.monotonic() < deadline:
             gevent.sleep(0.01)
         super().stop_accepting()   # on_worker_stop
         links = list(self.links.values())
@@ -296,7 +297,7 @@ class BusinessWorker(Worker):
     def _run(self, link, packet, client_id, handler, args):
         raw = packet.ext
         key = (link, packet.connection_id)
-        stale = self._stale.get(key)
+        stale = self._stale.get(key) if self._stale else None
         if stale is not None:
             # This event left the gateway before our last change of the session got
             # there: the session it carries is older than the one we wrote.
@@ -308,15 +309,13 @@ class BusinessWorker(Worker):
             session, before = wire.loads(raw), wire.loads(raw)
         else:
             session, before = {}, {}
-        context = EventContext(link, packet, client_id, session, before)
+        context = EventContext(link, packet, client_id, session, before, handler)
         current = getcurrent()
         contexts[current] = context
-        self._handlers[current] = [time.monotonic(), handler, False]
         try:
             call(handler, *args)
         finally:
             del contexts[current]
-            del self._handlers[current]
         if packet.cmd != Cmd.CLOSE:
             self._write_back(link, packet, context, raw)
 
@@ -356,14 +355,13 @@ class BusinessWorker(Worker):
         while True:
             gevent.sleep(1)
             now = time.monotonic()
-            for greenlet, entry in list(self._handlers.items()):
-                started, handler, logged = entry
-                if not logged and now - started > self.process_timeout:
-                    entry[2] = True
+            for greenlet, context in list(contexts.items()):
+                if not context.logged and now - context.started > self.process_timeout:
+                    context.logged = True
                     stack = "".join(traceback.format_stack(greenlet.gr_frame)).rstrip()
                     log("business worker: %s still running after %ss\n%s" % (
-                        getattr(handler, "__qualname__", handler), self.process_timeout,
-                        stack))
+                        getattr(context.handler, "__qualname__", context.handler),
+                        self.process_timeout, stack))
 
     # -- what the API sends through --------------------------------------------------
 
