@@ -29,6 +29,7 @@ class Command:
     def __init__(self, name, daemon=False, graceful=False, json=False, apps=()):
         self.name, self.daemon, self.graceful, self.json = name, daemon, graceful, json
         self.apps = list(apps)
+        self.workers = []  # the Worker objects to start; main() fills it
 
     @property
     def starts(self):
@@ -71,14 +72,18 @@ def current(argv):
     return parse(argv)
 
 
-def main(config, argv=None):
-    """Run the parsed command against the Worker settings ``config``; the exit code."""
+def main(config, workers, argv=None):
+    """Run the parsed command against the Worker settings ``config`` and the
+    ``workers`` made so far; the exit code. The caller (``Worker.run_all``) hands
+    both in, so this module never imports geventman.worker: the arrow points from
+    worker to cli only."""
     from geventman import log
     try:
         command = current(argv or sys.argv)
     except UsageError as error:
         say(str(error))
         return 64
+    command.workers = list(workers)
     start_file = os.path.abspath((argv or sys.argv)[0])
     fill_defaults(config, start_file, command)
     detached = command.starts and (command.daemon or config.daemonize)
@@ -110,7 +115,6 @@ def _running(config, quiet=False):
 
 def do_start(command, config, start_file):
     from geventman.master import Master
-    from geventman.worker import Worker
     if config.daemonize and not command.daemon:
         # Detaching must happen before gevent is loaded: start again, as with -d.
         os.execv(sys.executable, [sys.executable] + sys.argv + ["-d"])
@@ -118,7 +122,7 @@ def do_start(command, config, start_file):
     if pid is not None:
         say("geventman[%s] already running (master pid %d)" % (start_file, pid))
         return 1
-    master = Master(Worker._all, config, start_file)
+    master = Master(command.workers, config, start_file)
     try:
         master.bind()
     except (OSError, ValueError, LookupError) as error:

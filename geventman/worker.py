@@ -23,7 +23,7 @@ import gevent
 import gevent.event
 from gevent import get_hub, spawn_raw
 
-from geventman import proctitle, runtime, signals, status
+from geventman import cli, proctitle, runtime, signals, status
 from geventman.connection.tcp import (
     CALLBACKS, ConnectionMap, TcpConnection, accepted_socket, run_soon)
 from geventman.connection.tls import Tls, server_context
@@ -290,8 +290,7 @@ class Worker:
     @classmethod
     def run_all(cls):
         """Parse the command line and run it: start, stop, reload, status..."""
-        from geventman import cli
-        sys.exit(cli.main(cls))
+        sys.exit(cli.main(cls, cls._all))
 
 
 class _Child:
