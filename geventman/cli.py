@@ -138,16 +138,15 @@ def do_start(command, config, start_file):
 
 def start_table(workers, detached):
     import getpass
+    from geventman import table
     from geventman.version import __version__
-    lines = ["-" * 30 + " geventman " + "-" * 30,
-             "geventman version:%s   Python version:%s" % (__version__, sys.version.split()[0]),
-             "-" * 29 + " WORKERS " + "-" * 33,
-             "%-10s %-16s %-28s %-10s %s" % ("user", "worker", "listen", "processes", "status")]
-    for worker in workers:
-        lines.append("%-10s %-16s %-28s %-10d %s" % (
-            worker.user or getpass.getuser(), worker.name, worker.listen_address,
-            worker.count, "[OK]"))
-    lines.append("-" * 71)
+    rows = table.format_rows(("user", "worker", "listen", "processes", "status"), [
+        (worker.user or getpass.getuser(), worker.name, worker.listen_address, worker.count,
+         "[OK]") for worker in workers])
+    facts = ["geventman version:%s   Python version:%s" % (__version__, sys.version.split()[0])]
+    width = table.width(facts + rows)
+    lines = [table.title(" geventman ", width)] + facts + [table.title(" WORKERS ", width)]
+    lines += rows + ["-" * width]
     if detached:
         lines.append('Input "python %s stop" to stop. Start success.' % os.path.basename(sys.argv[0]))
     else:

@@ -41,6 +41,7 @@ class Master:
         self.start_file = start_file
         self.status_dir = config.pid_file + ".status"
         self.children = {}              # pid -> (worker index, slot, worker)
+        self.born = {}                  # pid -> time.time() of its fork (status: timestamp)
         self.exits = {worker.name: {} for worker in self.workers}
         self.events = gevent.queue.Queue()
         self.stopping = None            # None, "stop" or "graceful_stop"
@@ -112,6 +113,7 @@ class Master:
             self._become_child()
             worker.run_child(slot, self.workers, self.status_dir)  # never returns
         self.children[pid] = (index, slot, worker)
+        self.born[pid] = time.time()
         return pid
 
     def _child_exited(self, watcher):
@@ -132,6 +134,7 @@ class Master:
 
     def reap(self, pid, code):
         entry = self.children.pop(pid, None)
+        self.born.pop(pid, None)
         if entry is None:
             return
         index, slot, worker = entry
@@ -238,11 +241,15 @@ class Master:
             "master_pid": os.getpid(),
             "workers": [{"name": w.name, "listen": w.listen_address, "count": w.count}
                         for w in self.workers],
-            "children": [{"pid": pid, "name": worker.name, "listen": worker.listen_address,
-                          "id": slot} for pid, (_, slot, worker) in sorted(
-                              self.children.items(), key=lambda item: item[1][:2])],
+            "children": [self._child_report(pid) for pid in sorted(
+                self.children, key=lambda pid: self.children[pid][:2])],
             "exits": self.exits,
         }
+
+    def _child_report(self, pid):
+        _, slot, worker = self.children[pid]
+        return {"pid": pid, "name": worker.name, "listen": worker.listen_address, "id": slot,
+                "start_time": self.born.get(pid)}
 
     def _finish(self):
         for worker in self.workers:

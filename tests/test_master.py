@@ -9,6 +9,7 @@ import collections
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -573,6 +574,77 @@ def test_status_reports_every_process_and_connections_lists_clients(project):
         assert address in listing
         assert [line for line in listing.splitlines() if address in line][0].startswith(
             str(pid))
+
+
+LONG_NAME = "a_worker_name_of_30_characters"
+
+
+def column_starts(line):
+    """Where each cell starts (cells are separated by at least two spaces)."""
+    return [match.start() for match in re.finditer(r"(?:(?<=  )|^)\S", line)]
+
+
+def table_after(lines, first_word):
+    """The header line starting with ``first_word`` and the rows up to the next rule."""
+    start = [i for i, line in enumerate(lines) if line.split()[:1] == [first_word]][0]
+    end = start + 1
+    while end < len(lines) and lines[end] and not lines[end].startswith("---"):
+        end += 1
+    return lines[start:end]
+
+
+def assert_aligned(block):
+    for line in block[1:]:
+        assert column_starts(line) == column_starts(block[0]), "\n".join(block)
+
+
+def test_status_connections_and_start_tables_fit_long_names(project):
+    """A 30-character worker name and a 45-character listen address: every row of
+    every table splits into the header's columns, nothing cut."""
+    port = free_port()
+    scheme = "longlinesofplaintextprotocol"
+    address = "%s://127.0.0.1:%d" % (scheme, port)
+    project.app("one", service(port, count=2, name=LONG_NAME).replace(
+        "text://", scheme + "://"), protocols__longlinesofplaintextprotocol_py="""
+        from geventman.protocols.text import Text
+
+        class LongLinesOfPlainTextProtocol(Text):
+            pass
+    """)
+    before = time.time()
+    project.start(ports=[port])
+    children = project.wait_children(2)
+    started = project.foreground_output().splitlines()
+    block = table_after(started, "user")
+    assert_aligned(block)
+    assert block[1].split()[1:4] == [LONG_NAME, address, "2"]
+    with LineClient(port) as client:
+        pid = int(client.ask("pid"))
+        text = project.command("status", check=True).stdout.splitlines()
+        assert any("GLOBAL STATUS" in line for line in text)
+        assert any("PROCESS STATUS" in line for line in text)
+        block = table_after(text, "pid")
+        assert len(block) == 3
+        assert_aligned(block)
+        header = block[0].split()
+        assert "timestamp" in header
+        for line in block[1:]:
+            cells = dict(zip(header, line.split()))
+            assert len(line.split()) == len(header)
+            assert cells["worker_name"] == LONG_NAME and cells["listening"] == address
+            assert int(cells["pid"]) in children
+            stamp = time.mktime(time.strptime(cells["timestamp"], "%Y-%m-%dT%H:%M:%S"))
+            assert before - 2 <= stamp <= time.time() + 1
+        exits = table_after(text, "worker_name")
+        assert exits[1].split() == [LONG_NAME, "0", "0"]
+        for row in project.status_json()["processes"]:
+            assert before - 1 <= row["start_time"] <= time.time()
+            assert row["timestamp"] == time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                     time.localtime(row["start_time"]))
+        listing = project.command("connections", check=True).stdout.splitlines()
+        assert_aligned(listing)
+        mine = [line for line in listing if line.startswith(str(pid))][0].split()
+        assert mine[1] == LONG_NAME and mine[4] == "LongLinesOfPlainTextProtocol"
 
 
 def test_a_stuck_child_does_not_hang_status_or_stop(project):
