@@ -41,6 +41,20 @@ IDLE_GRACE = 0.2  # seconds before a reload closes idle connections (_close_when
 BACKLOG = 102400  # as Workerman; the kernel caps it at net.core.somaxconn
 
 
+class ListenError(OSError):
+    """A worker could not bind or listen; says which worker and which address, as
+    ``worker web: cannot listen on http://0.0.0.0:8080: address already in use``
+    (with three workers a bare "[Errno 98] Address already in use" names none)."""
+
+    def __init__(self, worker, error):
+        reason = error.strerror or str(error)
+        super().__init__(error.errno, "worker %s: cannot listen on %s: %s" % (
+            worker.name, worker.address, reason[:1].lower() + reason[1:]))
+
+    def __str__(self):
+        return self.strerror
+
+
 class Worker:
     """``Worker("text://0.0.0.0:1234")``: set ``count`` and the ``on_*`` callbacks."""
 
@@ -94,11 +108,15 @@ class Worker:
             server_context(self.context.get("ssl") or {})  # a bad certificate fails the start
         if not self.address or self.reuse_port:
             return
-        if self.port:
-            self._bind(self.port, probe=True).close()  # another server there: fail now
-        first = self._bind(self.port)
-        port = first.getsockname()[1]
-        self._listeners = [first] + [self._bind(port) for _ in range(self.count - 1)]
+        try:
+            if self.port:
+                self._bind(self.port, probe=True).close()  # another server there: fail now
+            first = self._bind(self.port)
+            port = first.getsockname()[1]
+            self._listeners = [first] + [self._bind(port) for _ in range(self.count - 1)]
+        except OSError as error:
+            self.close_listeners()
+            raise ListenError(self, error) from error
 
     def close_listeners(self):
         for sock in self._listeners:

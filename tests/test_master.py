@@ -501,16 +501,21 @@ def test_start_d_detaches_and_prints_go_to_stdout_file(project, monkeypatch):
     assert project.stop().returncode == 0
 
 
-def test_start_d_on_a_busy_port_fails_with_the_error(project):
+@pytest.mark.parametrize("args", [("start",), ("start", "-d")])
+def test_start_on_a_busy_port_names_the_worker_and_its_address(project, args):
+    """Three workers, one port taken: the message says which worker and address."""
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen(1)
     port = blocker.getsockname()[1]
     try:
-        project.app("one", service(port, count=1))
-        result = project.command("start", "-d")
+        project.app("one", service(free_port(), count=1, name="first"))
+        project.app("two", service(port, count=2, name="web"))
+        project.app("three", service(free_port(), count=1, name="last"))
+        result = project.command(*args)
         assert result.returncode == 1, result.stdout
-        assert "start failed" in result.stdout and "in use" in result.stdout
+        assert ("start failed: worker web: cannot listen on text://127.0.0.1:%d: address "
+                "already in use" % port) in result.stdout, result.stdout
         assert project.master_pid() is None
     finally:
         blocker.close()
