@@ -122,13 +122,13 @@ def do_start(command, config, start_file):
     if pid is not None:
         say("geventman[%s] already running (master pid %d)" % (start_file, pid))
         return 1
-    master = Master(command.workers, config, start_file)
+    detached = command.daemon or config.daemonize
+    master = Master(command.workers, config, start_file, foreground=not detached)
     try:
         master.bind()
     except (OSError, ValueError, LookupError) as error:
         say("geventman[%s] start failed: %s" % (start_file, error))
         return 1
-    detached = command.daemon or config.daemonize
     say(start_table(master.workers, detached))
     report.finish(0)
     if detached:

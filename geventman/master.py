@@ -35,8 +35,9 @@ def count_exit(exits, name, code):
 
 
 class Master:
-    def __init__(self, workers, config, start_file):
+    def __init__(self, workers, config, start_file, foreground=True):
         self.workers = list(workers)
+        self.foreground = foreground
         self.config = config
         self.start_file = start_file
         self.status_dir = config.pid_file + ".status"
@@ -72,6 +73,7 @@ class Master:
         for number, action, _, _ in signals.SIGNALS:
             self._signal_handles.append(
                 gevent.signal_handler(number, self.events.put, ("signal", action)))
+        self._handle_hangup()
         log("geventman[%s] start" % self.start_file)
         self._share_files()
         for index, worker in enumerate(self.workers):
@@ -82,6 +84,18 @@ class Master:
         finally:
             self._finish()
         return 0
+
+    def _handle_hangup(self):
+        """Closing the terminal of a foreground start ends every process (as
+        Workerman's debug mode): SIGHUP is a stop. A daemon has no terminal, so a
+        stray SIGHUP is ignored rather than killing the master without its cleanup.
+        Children always ignore it (_become_child): the hangup reaches every process
+        of the terminal's session, and the master stops them in order instead."""
+        if self.foreground:
+            self._signal_handles.append(
+                gevent.signal_handler(signal.SIGHUP, self.events.put, ("signal", "stop")))
+        else:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     def _share_files(self):
         """Children that switch to another user must still answer status and log:
@@ -126,6 +140,7 @@ class Master:
         # default, and a `status` at this moment must not kill a child being born.
         for action in ("status", "connections"):
             signal.signal(signals.NUMBER[action], signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # see _handle_hangup
         for killer in self._killers.values():
             killer.kill(block=False)
         Timer.delete_all()

@@ -438,6 +438,63 @@ def test_graceful_stop_serves_connected_clients_then_exits(project):
     assert port_free(port)
 
 
+def test_closing_the_terminal_of_a_foreground_start_stops_everything(project):
+    """``start`` runs in its own session with a pseudo-terminal as its controlling
+    terminal; closing the terminal side sends SIGHUP to every process of the
+    session. The master stops the children in order (on_worker_stop runs) and
+    removes its pid file, as with ``stop``."""
+    import fcntl
+    import pty
+    import termios
+    port = free_port()
+    project.app("one", service(port, count=2, extra="""
+        def on_worker_stop(worker):
+            with open(os.path.join(os.path.dirname(__file__), "stopped"), "a") as handle:
+                handle.write("%d\\n" % os.getpid())
+
+        worker.on_worker_stop = on_worker_stop
+    """))
+    terminal, tty = pty.openpty()
+
+    def take_the_terminal():  # after setsid (start_new_session): the tty becomes ours
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen([sys.executable, "start.py", "start"], cwd=project.root,
+                               stdin=tty, stdout=tty, stderr=tty, start_new_session=True,
+                               preexec_fn=take_the_terminal)
+    os.close(tty)
+    project.pids.add(process.pid)
+    try:
+        wait_until(lambda: project.master_pid() == process.pid, message="master")
+        wait_until(lambda: port_open(port), message="port")
+        children = project.wait_children(2)
+        os.close(terminal)   # the terminal goes away
+        process.wait(timeout=15)
+        wait_until(lambda: gone(children), message="children gone")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = project.log()
+    assert "stopping (stop)" in log and "has been stopped" in log, log
+    assert not os.path.exists(project.pid_file)
+    with open(project.path("applications", "one", "stopped")) as handle:
+        assert sorted(int(line) for line in handle) == children
+    assert port_free(port)
+
+
+def test_a_daemon_ignores_sighup(project):
+    port = free_port()
+    project.app("one", service(port, count=1))
+    assert project.start_daemon(ports=[port]).returncode == 0
+    master, children = project.master_pid(), project.wait_children(1)
+    for pid in [master] + children:
+        os.kill(pid, signal.SIGHUP)
+    assert ask_pid(port) == children[0]   # answered after the signals: still serving
+    assert project.master_pid() == master and project.children() == children
+    assert project.stop().returncode == 0
+
+
 def test_restart_in_the_foreground_gives_a_new_master(project):
     port = free_port()
     project.app("one", service(port, count=2))
