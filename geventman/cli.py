@@ -128,6 +128,10 @@ def do_start(command, config, start_file):
         master.bind()
     except (OSError, ValueError, LookupError) as error:
         say("geventman[%s] start failed: %s" % (start_file, error))
+        dead = pidfile.stale(config.pid_file)
+        if dead is not None:
+            say("geventman[%s] the last master (pid %d in %s) is gone without stopping: "
+                "processes it left may still be running" % (start_file, dead, config.pid_file))
         return 1
     say(start_table(master.workers, detached))
     report.finish(0)

@@ -22,6 +22,7 @@ import time
 import gevent
 import gevent.event
 from gevent import get_hub, spawn_raw
+from gevent.socket import wait_read
 
 from geventman import cli, proctitle, runtime, signals, status
 from geventman.connection.tcp import (
@@ -48,11 +49,35 @@ class ListenError(OSError):
 
     def __init__(self, worker, error):
         reason = error.strerror or str(error)
-        super().__init__(error.errno, "worker %s: cannot listen on %s: %s" % (
-            worker.name, worker.address, reason[:1].lower() + reason[1:]))
+        message = "worker %s: cannot listen on %s: %s" % (
+            worker.name, worker.address, reason[:1].lower() + reason[1:])
+        if error.errno == errno.EADDRINUSE:
+            message += holders_of(worker.port, worker.transport)
+        super().__init__(error.errno, message)
 
     def __str__(self):
         return self.strerror
+
+
+def holders_of(port, transport):
+    """``; held by pid 12 (title), ...`` for the processes of this user bound to
+    ``port``, or "". Mostly for orphans: children of a master killed with SIGKILL
+    that are stuck in a handler and so have not noticed yet (the others stop within
+    milliseconds, see _Child._watch_master)."""
+    import psutil
+    kind = "udp" if transport == "udp" else "tcp"
+    try:
+        pids = sorted({c.pid for c in psutil.net_connections(kind) if c.pid and c.laddr
+                       and c.laddr.port == port and (kind == "udp" or c.status == "LISTEN")})
+    except (psutil.Error, OSError):
+        return ""
+    named = []
+    for pid in pids:
+        try:
+            named.append("pid %d (%s)" % (pid, " ".join(psutil.Process(pid).cmdline())))
+        except psutil.Error:
+            continue
+    return "; held by " + ", ".join(named) if named else ""
 
 
 class Worker:
@@ -152,8 +177,9 @@ class Worker:
 
     # -- in a child ----------------------------------------------------------
 
-    def run_child(self, slot, siblings, status_dir):
-        """Body of a child process; never returns."""
+    def run_child(self, slot, siblings, status_dir, lifeline=None):
+        """Body of a child process; never returns. ``lifeline``: a pipe's read end
+        that turns readable (EOF) when the master is gone."""
         code = 0
         try:
             for worker in siblings:
@@ -164,7 +190,7 @@ class Worker:
                 if sock is not self._socket:
                     sock.close()
             self._listeners = []
-            code = self._serve_child(slot, status_dir)
+            code = self._serve_child(slot, status_dir, lifeline)
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
         except BaseException:
@@ -174,14 +200,14 @@ class Worker:
             _flush_std()
             os._exit(code)
 
-    def _serve_child(self, slot, status_dir):
+    def _serve_child(self, slot, status_dir, lifeline):
         self.id = slot
         random.seed()
         Timer.delete_all()
         runtime.reset()
         proctitle.set_title("geventman: worker process  %s %s" % (self.name, self.listen_address))
         self._drop_privileges()
-        child = _Child(status_dir)
+        child = _Child(status_dir, lifeline)
         child.install()
         try:
             self.protocol = resolve(self.scheme, self.app_dir) if self.address else None
@@ -316,8 +342,9 @@ class _Child:
 
     current = None
 
-    def __init__(self, status_dir):
+    def __init__(self, status_dir, lifeline=None):
         self.status_dir = status_dir
+        self.lifeline = lifeline
         self.done = gevent.event.Event()
         self.code = 0
         self.master_pid = os.getppid()
@@ -334,11 +361,15 @@ class _Child:
         return self.code
 
     def _watch_master(self):
-        while not self.done.is_set():
-            gevent.sleep(1)
-            if os.getppid() != self.master_pid:
-                log("master %d is gone, worker stops" % self.master_pid)
-                self.handle_stop()
+        """Stop as with ``stop`` once the master is gone (killed with SIGKILL, say)."""
+        if self.lifeline is not None:
+            wait_read(self.lifeline)  # nobody writes: readable means EOF, the master died
+        else:
+            while os.getppid() == self.master_pid:  # run_child called without a lifeline
+                gevent.sleep(1)
+        if not self.done.is_set():
+            log("master %d is gone, worker stops" % self.master_pid)
+            self.handle_stop()
 
     # Signal handlers (each runs in its own greenlet).
 

@@ -171,6 +171,38 @@ def test_killed_child_is_respawned_and_its_exit_counted(project):
     assert "worker[victim:%d] exit with status 9" % before[0] in project.log()
 
 
+def test_children_of_a_killed_master_stop_at_once_and_start_names_a_stuck_one(project):
+    """kill -9 of the master: its children see the lifeline pipe close and stop in
+    milliseconds (polling getppid once a second took up to 3.2 s). One child is
+    stuck in a handler and cannot notice; a new start finds it holding the port
+    and names it."""
+    port = free_port()
+    project.app("one", service(port, count=4))
+    master = project.start(ports=[port]).pid
+    children = project.wait_children(4)
+    client = LineClient(port)
+    stuck = int(client.ask("pid"))
+    client.sendline("spin")
+    wait_until(lambda: psutil.Process(stuck).cpu_times().user > 0.3,
+               message="the child spinning")
+    others = [pid for pid in children if pid != stuck]
+    killed = time.monotonic()
+    os.kill(master, signal.SIGKILL)
+    wait_until(lambda: gone(others), timeout=5, interval=0.005, message="orphans gone")
+    assert time.monotonic() - killed < 0.5   # every one of three: a 1 s poll would miss
+    assert not gone([stuck])
+    result = project.command("start", "-d")
+    assert result.returncode == 1
+    assert ("worker svc: cannot listen on text://127.0.0.1:%d: address already in use; "
+            "held by pid %d (geventman: worker process" % (port, stuck)) in result.stdout, \
+        result.stdout
+    assert "the last master (pid %d in %s) is gone without stopping" % (
+        master, project.pid_file) in result.stdout
+    assert "master %d is gone, worker stops" % master in project.log()
+    os.kill(stuck, signal.SIGKILL)
+    client.close()
+
+
 # -- reload --------------------------------------------------------------------------
 
 RELOAD_APP = """
