@@ -8,6 +8,7 @@ workers are opaque to it beyond ``bind_listeners``, ``close_listeners``,
 """
 import os
 import platform
+import resource
 import signal
 import time
 
@@ -16,7 +17,7 @@ import gevent.os
 import gevent.queue
 from gevent.monkey import get_original
 
-from geventman import pidfile, proctitle, signals, status
+from geventman import log as logging, pidfile, proctitle, reserve, signals, status
 from geventman.log import log, log_exception
 from geventman.timer import Timer
 from geventman.version import __version__
@@ -29,6 +30,34 @@ def reload_order(children, reloadable):
     chosen = [(worker_index, slot, pid) for pid, (worker_index, slot, worker)
               in children.items() if reloadable(worker)]
     return [pid for _, _, pid in sorted(chosen)]
+
+
+def raise_open_file_limit():
+    """Raise the soft RLIMIT_NOFILE to the hard limit, for the master and so for every
+    child (as nginx's worker_rlimit_nofile, without a setting): the soft limit is
+    often 1,024 while the hard one allows far more, and each connection is one
+    descriptor. Returns (before, after); logs a change."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # the kernel refuses more than fs.nr_open
+        target = _nr_open(soft)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as error:
+            log("cannot raise the open file limit from %d to %d: %s" % (soft, target, error))
+            return soft, soft
+        log("open file limit raised from %d to %d" % (soft, target))
+        return soft, target
+    return soft, soft
+
+
+def _nr_open(default):
+    try:
+        with open("/proc/sys/fs/nr_open") as handle:
+            return int(handle.read())
+    except (OSError, ValueError):
+        return default
 
 
 def count_exit(exits, name, code):
@@ -79,6 +108,8 @@ class Master:
                 gevent.signal_handler(number, self.events.put, ("signal", action)))
         self._handle_hangup()
         log("geventman[%s] start" % self.start_file)
+        raise_open_file_limit()
+        reserve.hold()
         self._share_files()
         self._open_lifeline()
         for index, worker in enumerate(self.workers):
@@ -215,6 +246,7 @@ class Master:
         self._reload("graceful_reload")
 
     def _reload(self, how):
+        logging.reopen()  # a rotated log file: the new one from now on
         if self.stopping:
             log("reload ignored: already stopping")
             return
@@ -269,6 +301,7 @@ class Master:
             "version": __version__, "python": platform.python_version(),
             "start_time": self.start_time, "load": list(os.getloadavg()),
             "master_pid": os.getpid(),
+            "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             "workers": [{"name": w.name, "listen": w.listen_address, "count": w.count}
                         for w in self.workers],
             "children": [self._child_report(pid) for pid in sorted(
@@ -286,6 +319,7 @@ class Master:
             worker.close_listeners()
         pidfile.remove(self.config.pid_file, os.getpid())
         log("geventman[%s] has been stopped" % self.start_file)
+        logging.flush()
 
 
 def _close_now(fd):

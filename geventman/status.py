@@ -9,7 +9,7 @@ import json
 import os
 import time
 
-from geventman import table
+from geventman import reserve, table
 from geventman.log import log
 
 BUSY = "[busy]"
@@ -19,13 +19,17 @@ def write_json(path, data):
     """Write atomically. A report that cannot be written (the folder was cleared by
     another ``status`` meanwhile, a full disk) is logged: it must not end the master,
     which writes from its only loop."""
-    temporary = "%s.%d.tmp" % (path, os.getpid())
     try:
-        with open(temporary, "w") as handle:
-            json.dump(data, handle)
-        os.replace(temporary, path)
+        reserve.retry(_write, path, data)  # at the open-file limit too
     except OSError as error:
         log("cannot write %s: %s" % (path, error))
+
+
+def _write(path, data):
+    temporary = "%s.%d.tmp" % (path, os.getpid())
+    with open(temporary, "w") as handle:
+        json.dump(data, handle)
+    os.replace(temporary, path)
 
 
 def read_json(path):

@@ -24,7 +24,8 @@ import gevent.event
 from gevent import get_hub, spawn_raw
 from gevent.socket import wait_read
 
-from geventman import cli, proctitle, runtime, signals, status
+from geventman import cli, proctitle, reserve, runtime, signals, status
+from geventman import log as logging
 from geventman.connection.tcp import (
     CALLBACKS, ConnectionMap, TcpConnection, accepted_socket, run_soon)
 from geventman.connection.tls import Tls, server_context
@@ -37,6 +38,7 @@ from geventman.timer import Timer
 
 ACCEPTS_PER_WAKEUP = 64
 ACCEPT_PAUSE = 0.1  # seconds without accepting after a failed accept (EMFILE...)
+ACCEPT_LOG_INTERVAL = 10.0  # seconds: at most one "accept ... failed" line per worker
 UDP_READ_SIZE = 65535
 IDLE_GRACE = 0.2  # seconds before a reload closes idle connections (_close_when_idle)
 BACKLOG = 102400  # as Workerman; the kernel caps it at net.core.somaxconn
@@ -57,6 +59,18 @@ class ListenError(OSError):
 
     def __str__(self):
         return self.strerror
+
+
+def limit_reached(number):
+    """What a failed accept's errno says about descriptor limits, for its log line."""
+    if number == errno.EMFILE:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return (" (the process's open file limit, RLIMIT_NOFILE %d, is reached: new "
+                "connections wait in the listen queue)" % soft)
+    if number == errno.ENFILE:
+        return " (the system's open file limit, fs.file-max, is reached)"
+    return ""
 
 
 def holders_of(port, transport):
@@ -121,6 +135,8 @@ class Worker:
         self._watcher = None
         self._tls_context = None
         self._stopping = False
+        self._accept_failures = 0
+        self._accept_logged = -ACCEPT_LOG_INTERVAL
         Worker._all.append(self)
 
     # -- in the master -------------------------------------------------------
@@ -197,6 +213,7 @@ class Worker:
             log_exception("worker[%s] crashed" % self.name)
             code = 250
         finally:
+            logging.flush()
             _flush_std()
             os._exit(code)
 
@@ -264,7 +281,7 @@ class Worker:
                 if error.errno not in (errno.ECONNABORTED, errno.EINTR):
                     # EMFILE leaves the socket readable: left on, the watcher would
                     # spin the hub (and this log) until a descriptor is freed.
-                    log("accept on %s failed: %s" % (self.address, error))
+                    self._accept_failed(error)
                     self._watcher.stop()
                     gevent.spawn_later(ACCEPT_PAUSE, self._accept_again, self._watcher)
                 return
@@ -274,6 +291,20 @@ class Worker:
                 connection._tls = Tls(self._tls_context, server_side=True)
             self.connections[connection.id] = connection
             run_soon(connection.begin)
+
+    def _accept_failed(self, error):
+        """Log a failed accept once per ACCEPT_LOG_INTERVAL, with how many failed since
+        the last line. Accepting is retried every ACCEPT_PAUSE meanwhile: at the
+        open-file limit that is ten failures a second, one line says it all."""
+        now = time.monotonic()
+        self._accept_failures += 1
+        if now - self._accept_logged < ACCEPT_LOG_INTERVAL:
+            return
+        more = self._accept_failures - 1
+        log("accept on %s failed: %s%s%s" % (
+            self.address, error, limit_reached(error.errno),
+            "; %d more failures since the last line" % more if more else ""))
+        self._accept_logged, self._accept_failures = now, 0
 
     def _accept_again(self, watcher):
         if watcher is self._watcher:  # still listening on that socket
@@ -352,6 +383,7 @@ class _Child:
         _Child.current = self
 
     def install(self):
+        reserve.hold()  # status must answer at the open-file limit (geventman.reserve)
         for number, action, _, _ in signals.SIGNALS:
             gevent.signal_handler(number, getattr(self, "handle_" + action))
         gevent.spawn(self._watch_master)
@@ -384,6 +416,7 @@ class _Child:
         self.connections_gone()
 
     def handle_reload(self):
+        logging.reopen()  # after log rotation, as the master does
         # After a graceful reload this hurries it (master: _hurry_reload); the
         # on_worker_reload callbacks have run (or are running) already.
         if self.replaced or self._reload_callbacks():
@@ -392,6 +425,7 @@ class _Child:
             self.done.set()
 
     def handle_graceful_reload(self):
+        logging.reopen()
         if not self.replaced and self._reload_callbacks():
             self.handle_graceful_stop()
 

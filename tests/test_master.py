@@ -772,6 +772,87 @@ def test_a_stuck_child_does_not_hang_status_or_stop(project):
     assert "worker[svc:%d] exit with status 9" % stuck in log
 
 
+# -- the open-file limit -------------------------------------------------------------
+
+def open_files_limit(soft, hard):
+    """A preexec_fn that sets RLIMIT_NOFILE of the server process."""
+    import resource
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_start_raises_the_soft_open_file_limit_to_the_hard_one(project):
+    port = free_port()
+    project.app("one", service(port, count=1))
+    project.start(ports=[port], preexec_fn=open_files_limit(64, 256))
+    child = project.wait_children(1)[0]
+    assert project.status_json()["global"]["open_files_limit"] == 256
+    with open("/proc/%d/limits" % child) as handle:
+        line = [line for line in handle if line.startswith("Max open files")][0]
+    assert line.split()[3:5] == ["256", "256"]
+    assert "open file limit raised from 64 to 256" in project.log()
+
+
+def test_at_the_open_file_limit_one_line_says_so_and_status_answers(project):
+    """RLIMIT_NOFILE 64 (soft = hard, so start cannot raise it): connect until the
+    child stops accepting. The log says once that accepting fails and names the
+    limit, and status still gets the child's own report (not [busy])."""
+    port = free_port()
+    project.app("one", service(port, count=1))
+    project.start(ports=[port], preexec_fn=open_files_limit(64, 64))
+    child = project.wait_children(1)[0]
+    clients = []
+    try:
+        for _ in range(80):
+            client = LineClient(port, timeout=1)
+            clients.append(client)
+            try:
+                assert client.ask("pid") == str(child)
+            except socket.timeout:
+                break            # queued in the kernel: the child is at its limit
+        else:
+            raise AssertionError("80 connections served under a limit of 64")
+        served = len(clients) - 1
+        assert 40 < served < 64
+        wait_until(lambda: "accept on" in project.log(), message="accept failure line")
+        rows = rows_by_pid(project)
+        assert rows[child]["busy"] is False
+        assert rows[child]["connections"] == served
+        text = project.command("status", check=True).stdout
+        assert [line for line in text.splitlines() if line.startswith(str(child))][0] \
+            .endswith("[idle]")
+        failures = [line for line in project.log().splitlines() if "accept on" in line]
+        assert len(failures) == 1, failures   # retried every 0.1 s, logged once
+        assert ("accept on text://127.0.0.1:%d failed: [Errno 24] Too many open files "
+                "(the process's open file limit, RLIMIT_NOFILE 64, is reached" % port) \
+            in failures[0]
+        clients.pop().close()
+        clients.pop().close()       # a descriptor free again: the queued one is served
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_client_driven_log_flood_is_rate_limited(project):
+    """Every "boom" raises in the handler and logs a traceback: 300 of them within a
+    second or two write at most ten a second, then one line that counts the rest."""
+    port = free_port()
+    project.app("one", service(port, count=1))
+    project.start(ports=[port])
+    child = project.wait_children(1)[0]
+    with LineClient(port) as client:
+        client.send("boom\n" * 300)
+        wait_until(lambda: rows_by_pid(project)[child]["throw_exception"] == 300,
+                   message="300 exceptions counted")
+    project.stop()
+    lines = project.log().splitlines()
+    written = sum(1 for line in lines if "exception in" in line and "more like" not in line)
+    summed = [int(line.split("... ")[1].split()[0]) for line in lines
+              if "more like this (exception in" in line]
+    assert written + sum(summed) == 300
+    assert written <= 10 * (1 + len(summed)) and len(summed) <= written
+    assert written < 100
+
+
 # -- logging, patching, imports --------------------------------------------------------
 
 def test_log_file_gets_a_line_per_event(project):
