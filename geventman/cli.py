@@ -164,7 +164,7 @@ def _redirect_std(path):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    os.close(fd)
+    os.closerange(fd, fd + 1)  # at once, not deferred by gevent (see report.finish)
     # stdout to a file is block-buffered: a handler's print() would show up only
     # when 8 KB have piled up or the child exits. Workerman's echo lands at once.
     sys.stdout.reconfigure(line_buffering=True)

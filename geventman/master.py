@@ -15,14 +15,11 @@ import time
 import gevent
 import gevent.os
 import gevent.queue
-from gevent.monkey import get_original
 
 from geventman import log as logging, pidfile, proctitle, reserve, signals, status
 from geventman.log import log, log_exception
 from geventman.timer import Timer
 from geventman.version import __version__
-
-_original_close = get_original("os", "close")
 
 
 def reload_order(children, reloadable):
@@ -326,7 +323,7 @@ def _close_now(fd):
     """Close ``fd`` at once. gevent (25.8 and later) patches os.close to defer the
     close of a pipe to the loop's next turn; just after a fork that turn did not come
     (measured: the write end was still open in the children seconds later)."""
-    _original_close(fd)
+    os.closerange(fd, fd + 1)  # not patched
 
 
 def _signal(pid, number):
