@@ -17,6 +17,7 @@ import gevent.os
 import gevent.queue
 
 from geventman import log as logging, pidfile, proctitle, reserve, signals, status
+from geventman.limits import raise_open_file_limit
 from geventman.log import log, log_exception
 from geventman.timer import Timer
 from geventman.version import __version__
@@ -27,34 +28,6 @@ def reload_order(children, reloadable):
     chosen = [(worker_index, slot, pid) for pid, (worker_index, slot, worker)
               in children.items() if reloadable(worker)]
     return [pid for _, _, pid in sorted(chosen)]
-
-
-def raise_open_file_limit():
-    """Raise the soft RLIMIT_NOFILE to the hard limit, for the master and so for every
-    child (as nginx's worker_rlimit_nofile, without a setting): the soft limit is
-    often 1,024 while the hard one allows far more, and each connection is one
-    descriptor. Returns (before, after); logs a change."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard
-    if hard == resource.RLIM_INFINITY:  # the kernel refuses more than fs.nr_open
-        target = _nr_open(soft)
-    if target > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError) as error:
-            log("cannot raise the open file limit from %d to %d: %s" % (soft, target, error))
-            return soft, soft
-        log("open file limit raised from %d to %d" % (soft, target))
-        return soft, target
-    return soft, soft
-
-
-def _nr_open(default):
-    try:
-        with open("/proc/sys/fs/nr_open") as handle:
-            return int(handle.read())
-    except (OSError, ValueError):
-        return default
 
 
 def count_exit(exits, name, code):

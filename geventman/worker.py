@@ -26,6 +26,7 @@ from gevent.socket import wait_read
 
 from geventman import cli, proctitle, reserve, runtime, signals, status
 from geventman import log as logging
+from geventman.limits import ListenError, limit_reached
 from geventman.connection.tcp import (
     CALLBACKS, ConnectionMap, TcpConnection, accepted_socket, run_soon)
 from geventman.connection.tls import Tls, server_context
@@ -42,56 +43,6 @@ ACCEPT_LOG_INTERVAL = 10.0  # seconds: at most one "accept ... failed" line per 
 UDP_READ_SIZE = 65535
 IDLE_GRACE = 0.2  # seconds before a reload closes idle connections (_close_when_idle)
 BACKLOG = 102400  # as Workerman; the kernel caps it at net.core.somaxconn
-
-
-class ListenError(OSError):
-    """A worker could not bind or listen; says which worker and which address, as
-    ``worker web: cannot listen on http://0.0.0.0:8080: address already in use``
-    (with three workers a bare "[Errno 98] Address already in use" names none)."""
-
-    def __init__(self, worker, error):
-        reason = error.strerror or str(error)
-        message = "worker %s: cannot listen on %s: %s" % (
-            worker.name, worker.address, reason[:1].lower() + reason[1:])
-        if error.errno == errno.EADDRINUSE:
-            message += holders_of(worker.port, worker.transport)
-        super().__init__(error.errno, message)
-
-    def __str__(self):
-        return self.strerror
-
-
-def limit_reached(number):
-    """What a failed accept's errno says about descriptor limits, for its log line."""
-    if number == errno.EMFILE:
-        import resource
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        return (" (the process's open file limit, RLIMIT_NOFILE %d, is reached: new "
-                "connections wait in the listen queue)" % soft)
-    if number == errno.ENFILE:
-        return " (the system's open file limit, fs.file-max, is reached)"
-    return ""
-
-
-def holders_of(port, transport):
-    """``; held by pid 12 (title), ...`` for the processes of this user bound to
-    ``port``, or "". Mostly for orphans: children of a master killed with SIGKILL
-    that are stuck in a handler and so have not noticed yet (the others stop within
-    milliseconds, see _Child._watch_master)."""
-    import psutil
-    kind = "udp" if transport == "udp" else "tcp"
-    try:
-        pids = sorted({c.pid for c in psutil.net_connections(kind) if c.pid and c.laddr
-                       and c.laddr.port == port and (kind == "udp" or c.status == "LISTEN")})
-    except (psutil.Error, OSError):
-        return ""
-    named = []
-    for pid in pids:
-        try:
-            named.append("pid %d (%s)" % (pid, " ".join(psutil.Process(pid).cmdline())))
-        except psutil.Error:
-            continue
-    return "; held by " + ", ".join(named) if named else ""
 
 
 class Worker:
