@@ -29,6 +29,7 @@ class Command:
     def __init__(self, name, daemon=False, graceful=False, json=False, apps=()):
         self.name, self.daemon, self.graceful, self.json = name, daemon, graceful, json
         self.apps = list(apps)
+        self.workers = []  # the Worker objects to start; main() fills it
 
     @property
     def starts(self):
@@ -71,14 +72,18 @@ def current(argv):
     return parse(argv)
 
 
-def main(config, argv=None):
-    """Run the parsed command against the Worker settings ``config``; the exit code."""
+def main(config, workers, argv=None):
+    """Run the parsed command against the Worker settings ``config`` and the
+    ``workers`` made so far; the exit code. The caller (``Worker.run_all``) hands
+    both in, so this module never imports geventman.worker: the arrow points from
+    worker to cli only."""
     from geventman import log
     try:
         command = current(argv or sys.argv)
     except UsageError as error:
         say(str(error))
         return 64
+    command.workers = list(workers)
     start_file = os.path.abspath((argv or sys.argv)[0])
     fill_defaults(config, start_file, command)
     detached = command.starts and (command.daemon or config.daemonize)
@@ -110,7 +115,6 @@ def _running(config, quiet=False):
 
 def do_start(command, config, start_file):
     from geventman.master import Master
-    from geventman.worker import Worker
     if config.daemonize and not command.daemon:
         # Detaching must happen before gevent is loaded: start again, as with -d.
         os.execv(sys.executable, [sys.executable] + sys.argv + ["-d"])
@@ -118,13 +122,17 @@ def do_start(command, config, start_file):
     if pid is not None:
         say("geventman[%s] already running (master pid %d)" % (start_file, pid))
         return 1
-    master = Master(Worker._all, config, start_file)
+    detached = command.daemon or config.daemonize
+    master = Master(command.workers, config, start_file, foreground=not detached)
     try:
         master.bind()
     except (OSError, ValueError, LookupError) as error:
         say("geventman[%s] start failed: %s" % (start_file, error))
+        dead = pidfile.stale(config.pid_file)
+        if dead is not None:
+            say("geventman[%s] the last master (pid %d in %s) is gone without stopping: "
+                "processes it left may still be running" % (start_file, dead, config.pid_file))
         return 1
-    detached = command.daemon or config.daemonize
     say(start_table(master.workers, detached))
     report.finish(0)
     if detached:
@@ -134,16 +142,15 @@ def do_start(command, config, start_file):
 
 def start_table(workers, detached):
     import getpass
+    from geventman import table
     from geventman.version import __version__
-    lines = ["-" * 30 + " geventman " + "-" * 30,
-             "geventman version:%s   Python version:%s" % (__version__, sys.version.split()[0]),
-             "-" * 29 + " WORKERS " + "-" * 33,
-             "%-10s %-16s %-28s %-10s %s" % ("user", "worker", "listen", "processes", "status")]
-    for worker in workers:
-        lines.append("%-10s %-16s %-28s %-10d %s" % (
-            worker.user or getpass.getuser(), worker.name, worker.listen_address,
-            worker.count, "[OK]"))
-    lines.append("-" * 71)
+    rows = table.format_rows(("user", "worker", "listen", "processes", "status"), [
+        (worker.user or getpass.getuser(), worker.name, worker.listen_address, worker.count,
+         "[OK]") for worker in workers])
+    facts = ["geventman version:%s   Python version:%s" % (__version__, sys.version.split()[0])]
+    width = table.width(facts + rows)
+    lines = [table.title(" geventman ", width)] + facts + [table.title(" WORKERS ", width)]
+    lines += rows + ["-" * width]
     if detached:
         lines.append('Input "python %s stop" to stop. Start success.' % os.path.basename(sys.argv[0]))
     else:
@@ -157,7 +164,7 @@ def _redirect_std(path):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    os.close(fd)
+    os.closerange(fd, fd + 1)  # at once, not deferred by gevent (see report.finish)
     # stdout to a file is block-buffered: a handler's print() would show up only
     # when 8 KB have piled up or the child exits. Workerman's echo lands at once.
     sys.stdout.reconfigure(line_buffering=True)

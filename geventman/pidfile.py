@@ -21,6 +21,16 @@ def read(path):
     return pid
 
 
+def stale(path):
+    """The pid in ``path`` if that process is gone (killed with SIGKILL, say), else None."""
+    try:
+        with open(path) as handle:
+            pid = int(handle.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and not alive(pid) else None
+
+
 def alive(pid):
     """True if ``pid`` runs (a zombie, dead but not yet waited for, does not count)."""
     try:

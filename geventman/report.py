@@ -25,7 +25,10 @@ def finish(code):
     global _pipe
     if _pipe is not None:
         os.write(_pipe, b"\0%d\n" % code)
-        os.close(_pipe)
+        # Closed now, before the master forks: gevent's patched os.close defers a
+        # pipe's close to the loop, and children forked meanwhile kept the pipe
+        # open, so the launcher waited for EOF for ever (measured).
+        os.closerange(_pipe, _pipe + 1)
         _pipe = None
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import time
 
+from geventman import reserve, table
 from geventman.log import log
 
 BUSY = "[busy]"
@@ -18,13 +19,17 @@ def write_json(path, data):
     """Write atomically. A report that cannot be written (the folder was cleared by
     another ``status`` meanwhile, a full disk) is logged: it must not end the master,
     which writes from its only loop."""
-    temporary = "%s.%d.tmp" % (path, os.getpid())
     try:
-        with open(temporary, "w") as handle:
-            json.dump(data, handle)
-        os.replace(temporary, path)
+        reserve.retry(_write, path, data)  # at the open-file limit too
     except OSError as error:
         log("cannot write %s: %s" % (path, error))
+
+
+def _write(path, data):
+    temporary = "%s.%d.tmp" % (path, os.getpid())
+    with open(temporary, "w") as handle:
+        json.dump(data, handle)
+    os.replace(temporary, path)
 
 
 def read_json(path):
@@ -75,8 +80,16 @@ def memory_of(pid):
         return None
 
 
+def readable_time(seconds):
+    """Local time without a space (the tables split on whitespace): 2026-01-05T10:00:00."""
+    if seconds is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(seconds))
+
+
 def process_rows(master, answers):
-    """One dict per child: the child's own report, or a busy placeholder."""
+    """One dict per child: the child's own report, or a busy placeholder. When the
+    child started comes from the master, which knows it even for a busy child."""
     rows = []
     for child in master["children"]:
         row = answers.get(child["pid"]) or {
@@ -85,6 +98,8 @@ def process_rows(master, answers):
             "throw_exception": None, "timers": None, "busy": True}
         row.setdefault("busy", False)
         row["memory"] = memory_of(child["pid"])
+        row["start_time"] = child.get("start_time")
+        row["timestamp"] = readable_time(row["start_time"])
         rows.append(row)
     return rows
 
@@ -93,56 +108,51 @@ def _megabytes(value):
     return "N/A" if value is None else "%.2fM" % (value / 1048576.0)
 
 
-def _cell(value):
-    return "N/A" if value is None else str(value)
+PROCESS_COLUMNS = ("pid", "memory", "listening", "timestamp", "worker_name", "connections",
+                   "send_fail", "timers", "total_request", "throw_exception", "qps", "status")
 
 
 def render(master, rows, qps=None):
     """The text of ``status``: Workerman's GLOBAL STATUS and PROCESS STATUS blocks."""
+    processes = table.format_rows(PROCESS_COLUMNS, [
+        (row["pid"], _megabytes(row["memory"]), row["listen"], row["timestamp"], row["name"],
+         row["connections"], row["send_fail"], row["timers"], row["total_request"],
+         row["throw_exception"], (qps or {}).get(row["pid"], 0),
+         BUSY if row["busy"] else "[idle]") for row in rows])
+    exits = table.format_rows(("worker_name", "exit_status", "exit_count"), [
+        (name, code, count) for name, counts in master["exits"].items()
+        for code, count in (sorted(counts.items(), key=lambda item: int(item[0]))
+                            or [(0, 0)])])
     started = master["start_time"]
     uptime = int(time.time() - started)
-    lines = [
-        "-" * 40 + "GLOBAL STATUS" + "-" * 40,
+    facts = [
         "geventman version:%s          Python version:%s" % (master["version"], master["python"]),
         "start time:%s   run %d days %d hours %d minutes" % (
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
             uptime // 86400, uptime % 86400 // 3600, uptime % 3600 // 60),
         "load average: %s" % ", ".join("%.2f" % x for x in master["load"]),
         "%d workers       %d processes" % (len(master["workers"]), len(master["children"])),
-        "%-20s %-12s %s" % ("worker_name", "exit_status", "exit_count"),
     ]
-    for name, counts in master["exits"].items():
-        if not counts:
-            lines.append("%-20s %-12s %s" % (name, 0, 0))
-        for code, count in sorted(counts.items(), key=lambda item: int(item[0])):
-            lines.append("%-20s %-12s %s" % (name, code, count))
-    lines.append("-" * 40 + "PROCESS STATUS" + "-" * 39)
-    columns = ("pid", "memory", "listening", "worker_name", "connections", "send_fail",
-               "timers", "total_request", "throw_exception", "qps", "status")
-    lines.append("%-8s%-9s%-28s%-14s%-13s%-11s%-8s%-15s%-17s%-8s%s" % columns)
-    for row in rows:
-        lines.append("%-8s%-9s%-28s%-14s%-13s%-11s%-8s%-15s%-17s%-8s%s" % (
-            row["pid"], _megabytes(row["memory"]), row["listen"][:27], row["name"][:13],
-            _cell(row["connections"]), _cell(row["send_fail"]), _cell(row["timers"]),
-            _cell(row["total_request"]), _cell(row["throw_exception"]),
-            _cell((qps or {}).get(row["pid"], 0)), BUSY if row["busy"] else "[idle]"))
-    lines.append("-" * 93)
-    return "\n".join(lines)
+    width = table.width(facts + exits + processes)
+    return "\n".join([table.title("GLOBAL STATUS", width)] + facts + exits
+                     + [table.title("PROCESS STATUS", width)] + processes + ["-" * width])
+
+
+CONNECTION_COLUMNS = ("PID", "Worker", "CID", "Trans", "Protocol", "Send-Q", "Bytes-R",
+                      "Bytes-W", "Status", "Local Address", "Foreign Address")
 
 
 def render_connections(master, answers):
-    header = "%-8s%-12s%-6s%-6s%-10s%-8s%-10s%-10s%-13s%-22s%s" % (
-        "PID", "Worker", "CID", "Trans", "Protocol", "Send-Q", "Bytes-R", "Bytes-W",
-        "Status", "Local Address", "Foreign Address")
-    lines = [header]
+    """The text of ``connections``. Two headers have a space in them (as netstat's):
+    a busy child's row ends with [busy] where the columns would be."""
+    rows = []
     for child in master["children"]:
-        rows = answers.get(child["pid"])
-        if rows is None:
-            lines.append("%-8s%-12s %s" % (child["pid"], child["name"][:11], BUSY))
+        found = answers.get(child["pid"])
+        if found is None:
+            rows.append((child["pid"], child["name"], BUSY))
             continue
-        for row in rows:
-            lines.append("%-8s%-12s%-6s%-6s%-10s%-8s%-10s%-10s%-13s%-22s%s" % (
-                child["pid"], row["worker"][:11], row["id"], row["transport"],
-                row["protocol"][:9], row["send_q"], row["bytes_read"], row["bytes_written"],
-                row["state"], row["local"], row["remote"]))
-    return "\n".join(lines)
+        for row in found:
+            rows.append((child["pid"], row["worker"], row["id"], row["transport"],
+                         row["protocol"], row["send_q"], row["bytes_read"],
+                         row["bytes_written"], row["state"], row["local"], row["remote"]))
+    return "\n".join(table.format_rows(CONNECTION_COLUMNS, rows))

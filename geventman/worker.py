@@ -22,8 +22,11 @@ import time
 import gevent
 import gevent.event
 from gevent import get_hub, spawn_raw
+from gevent.socket import wait_read
 
-from geventman import proctitle, runtime, signals, status
+from geventman import cli, proctitle, reserve, runtime, signals, status
+from geventman import log as logging
+from geventman.limits import ListenError, limit_reached
 from geventman.connection.tcp import (
     CALLBACKS, ConnectionMap, TcpConnection, accepted_socket, run_soon)
 from geventman.connection.tls import Tls, server_context
@@ -36,6 +39,7 @@ from geventman.timer import Timer
 
 ACCEPTS_PER_WAKEUP = 64
 ACCEPT_PAUSE = 0.1  # seconds without accepting after a failed accept (EMFILE...)
+ACCEPT_LOG_INTERVAL = 10.0  # seconds: at most one "accept ... failed" line per worker
 UDP_READ_SIZE = 65535
 IDLE_GRACE = 0.2  # seconds before a reload closes idle connections (_close_when_idle)
 BACKLOG = 102400  # as Workerman; the kernel caps it at net.core.somaxconn
@@ -84,6 +88,8 @@ class Worker:
         self._watcher = None
         self._tls_context = None
         self._stopping = False
+        self._accept_failures = 0
+        self._accept_logged = -ACCEPT_LOG_INTERVAL
         Worker._all.append(self)
 
     # -- in the master -------------------------------------------------------
@@ -96,11 +102,15 @@ class Worker:
             server_context(self.context.get("ssl") or {})  # a bad certificate fails the start
         if not self.address or self.reuse_port:
             return
-        if self.port:
-            self._bind(self.port, probe=True).close()  # another server there: fail now
-        first = self._bind(self.port)
-        port = first.getsockname()[1]
-        self._listeners = [first] + [self._bind(port) for _ in range(self.count - 1)]
+        try:
+            if self.port:
+                self._bind(self.port, probe=True).close()  # another server there: fail now
+            first = self._bind(self.port)
+            port = first.getsockname()[1]
+            self._listeners = [first] + [self._bind(port) for _ in range(self.count - 1)]
+        except OSError as error:
+            self.close_listeners()
+            raise ListenError(self, error) from error
 
     def close_listeners(self):
         for sock in self._listeners:
@@ -136,8 +146,9 @@ class Worker:
 
     # -- in a child ----------------------------------------------------------
 
-    def run_child(self, slot, siblings, status_dir):
-        """Body of a child process; never returns."""
+    def run_child(self, slot, siblings, status_dir, lifeline=None):
+        """Body of a child process; never returns. ``lifeline``: a pipe's read end
+        that turns readable (EOF) when the master is gone."""
         code = 0
         try:
             for worker in siblings:
@@ -148,24 +159,25 @@ class Worker:
                 if sock is not self._socket:
                     sock.close()
             self._listeners = []
-            code = self._serve_child(slot, status_dir)
+            code = self._serve_child(slot, status_dir, lifeline)
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
         except BaseException:
             log_exception("worker[%s] crashed" % self.name)
             code = 250
         finally:
+            logging.flush()
             _flush_std()
             os._exit(code)
 
-    def _serve_child(self, slot, status_dir):
+    def _serve_child(self, slot, status_dir, lifeline):
         self.id = slot
         random.seed()
         Timer.delete_all()
         runtime.reset()
         proctitle.set_title("geventman: worker process  %s %s" % (self.name, self.listen_address))
         self._drop_privileges()
-        child = _Child(status_dir)
+        child = _Child(status_dir, lifeline)
         child.install()
         try:
             self.protocol = resolve(self.scheme, self.app_dir) if self.address else None
@@ -222,7 +234,7 @@ class Worker:
                 if error.errno not in (errno.ECONNABORTED, errno.EINTR):
                     # EMFILE leaves the socket readable: left on, the watcher would
                     # spin the hub (and this log) until a descriptor is freed.
-                    log("accept on %s failed: %s" % (self.address, error))
+                    self._accept_failed(error)
                     self._watcher.stop()
                     gevent.spawn_later(ACCEPT_PAUSE, self._accept_again, self._watcher)
                 return
@@ -232,6 +244,20 @@ class Worker:
                 connection._tls = Tls(self._tls_context, server_side=True)
             self.connections[connection.id] = connection
             run_soon(connection.begin)
+
+    def _accept_failed(self, error):
+        """Log a failed accept once per ACCEPT_LOG_INTERVAL, with how many failed since
+        the last line. Accepting is retried every ACCEPT_PAUSE meanwhile: at the
+        open-file limit that is ten failures a second, one line says it all."""
+        now = time.monotonic()
+        self._accept_failures += 1
+        if now - self._accept_logged < ACCEPT_LOG_INTERVAL:
+            return
+        more = self._accept_failures - 1
+        log("accept on %s failed: %s%s%s" % (
+            self.address, error, limit_reached(error.errno),
+            "; %d more failures since the last line" % more if more else ""))
+        self._accept_logged, self._accept_failures = now, 0
 
     def _accept_again(self, watcher):
         if watcher is self._watcher:  # still listening on that socket
@@ -292,8 +318,7 @@ class Worker:
     @classmethod
     def run_all(cls):
         """Parse the command line and run it: start, stop, reload, status..."""
-        from geventman import cli
-        sys.exit(cli.main(cls))
+        sys.exit(cli.main(cls, cls._all))
 
 
 class _Child:
@@ -301,8 +326,9 @@ class _Child:
 
     current = None
 
-    def __init__(self, status_dir):
+    def __init__(self, status_dir, lifeline=None):
         self.status_dir = status_dir
+        self.lifeline = lifeline
         self.done = gevent.event.Event()
         self.code = 0
         self.master_pid = os.getppid()
@@ -310,6 +336,7 @@ class _Child:
         _Child.current = self
 
     def install(self):
+        reserve.hold()  # status must answer at the open-file limit (geventman.reserve)
         for number, action, _, _ in signals.SIGNALS:
             gevent.signal_handler(number, getattr(self, "handle_" + action))
         gevent.spawn(self._watch_master)
@@ -319,11 +346,15 @@ class _Child:
         return self.code
 
     def _watch_master(self):
-        while not self.done.is_set():
-            gevent.sleep(1)
-            if os.getppid() != self.master_pid:
-                log("master %d is gone, worker stops" % self.master_pid)
-                self.handle_stop()
+        """Stop as with ``stop`` once the master is gone (killed with SIGKILL, say)."""
+        if self.lifeline is not None:
+            wait_read(self.lifeline)  # nobody writes: readable means EOF, the master died
+        else:
+            while os.getppid() == self.master_pid:  # run_child called without a lifeline
+                gevent.sleep(1)
+        if not self.done.is_set():
+            log("master %d is gone, worker stops" % self.master_pid)
+            self.handle_stop()
 
     # Signal handlers (each runs in its own greenlet).
 
@@ -338,6 +369,7 @@ class _Child:
         self.connections_gone()
 
     def handle_reload(self):
+        logging.reopen()  # after log rotation, as the master does
         # After a graceful reload this hurries it (master: _hurry_reload); the
         # on_worker_reload callbacks have run (or are running) already.
         if self.replaced or self._reload_callbacks():
@@ -346,6 +378,7 @@ class _Child:
             self.done.set()
 
     def handle_graceful_reload(self):
+        logging.reopen()
         if not self.replaced and self._reload_callbacks():
             self.handle_graceful_stop()
 

@@ -175,13 +175,15 @@ class Project:
         self._remember()
         return result
 
-    def start(self, *args, ports=(), timeout=15):
+    def start(self, *args, ports=(), timeout=15, preexec_fn=None):
         """``start`` in the foreground (a child process of the test); waits for the
-        pid file and for every port in ``ports`` to accept."""
+        pid file and for every port in ``ports`` to accept. ``preexec_fn`` runs in
+        the server process before it starts (to lower its limits, say)."""
         process = subprocess.Popen(list(self.launcher) + [sys.executable, "start.py", "start"]
                                    + list(args),
                                    cwd=self.root, stdout=self._output(),
-                                   stderr=subprocess.STDOUT, text=True)
+                                   stderr=subprocess.STDOUT, text=True,
+                                   preexec_fn=preexec_fn)
         self.foreground.append(process)
         self.pids.add(process.pid)
         wait_until(lambda: self.master_pid() == process.pid or process.poll() is not None,

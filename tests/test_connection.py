@@ -365,7 +365,7 @@ def test_a_second_server_on_the_same_port_does_not_start(project, tmp_path_facto
         other.app("second", source % (port, "second"))
         result = other.command("start", "-d")
         assert result.returncode == 1, result.stdout
-        assert "Address already in use" in result.stdout
+        assert "address already in use" in result.stdout
     finally:
         other.cleanup()
     for _ in range(10):

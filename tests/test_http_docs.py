@@ -43,7 +43,9 @@ def test_hello_world(project):
 
 def test_webserver_page_and_flask(project):
     code, port = example("webserver", "webserver.md")
-    project.app("site", code)
+    # The session files go under tmp_path, not <tempdir>/geventman-sessions.
+    project.app("site", "from geventman.protocols.http import Session\n"
+                "Session.save_path = %r\n" % project.path("sessions") + code)
     pages = files_of("webserver.md")
     www = project.path("applications", "site", "www")
     os.makedirs(www)
@@ -59,6 +61,7 @@ def test_webserver_page_and_flask(project):
     assert first.text == "hello ann\nvisit number 1\n"
     assert first.headers["Content-Type"] == "text/plain"
     assert client.get(url + "/hello.py?name=ann", timeout=10).text.endswith("number 2\n")
+    assert os.listdir(project.path("sessions"))
     assert client.get(url + "/hello.py?name=nobody", timeout=10).text == (
         "nobody is not welcome\n")
     assert requests.get(url + "/", timeout=10).text == "hello from Flask"

@@ -9,6 +9,7 @@ import collections
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -168,6 +169,38 @@ def test_killed_child_is_respawned_and_its_exit_counted(project):
     assert "GLOBAL STATUS" in text and "PROCESS STATUS" in text
     assert ["victim", "9", "1"] in [line.split() for line in text.splitlines()]
     assert "worker[victim:%d] exit with status 9" % before[0] in project.log()
+
+
+def test_children_of_a_killed_master_stop_at_once_and_start_names_a_stuck_one(project):
+    """kill -9 of the master: its children see the lifeline pipe close and stop in
+    milliseconds (polling getppid once a second took up to 3.2 s). One child is
+    stuck in a handler and cannot notice; a new start finds it holding the port
+    and names it."""
+    port = free_port()
+    project.app("one", service(port, count=4))
+    master = project.start(ports=[port]).pid
+    children = project.wait_children(4)
+    client = LineClient(port)
+    stuck = int(client.ask("pid"))
+    client.sendline("spin")
+    wait_until(lambda: psutil.Process(stuck).cpu_times().user > 0.3,
+               message="the child spinning")
+    others = [pid for pid in children if pid != stuck]
+    killed = time.monotonic()
+    os.kill(master, signal.SIGKILL)
+    wait_until(lambda: gone(others), timeout=5, interval=0.005, message="orphans gone")
+    assert time.monotonic() - killed < 0.5   # every one of three: a 1 s poll would miss
+    assert not gone([stuck])
+    result = project.command("start", "-d")
+    assert result.returncode == 1
+    assert ("worker svc: cannot listen on text://127.0.0.1:%d: address already in use; "
+            "held by pid %d (geventman: worker process" % (port, stuck)) in result.stdout, \
+        result.stdout
+    assert "the last master (pid %d in %s) is gone without stopping" % (
+        master, project.pid_file) in result.stdout
+    assert "master %d is gone, worker stops" % master in project.log()
+    os.kill(stuck, signal.SIGKILL)
+    client.close()
 
 
 # -- reload --------------------------------------------------------------------------
@@ -437,6 +470,72 @@ def test_graceful_stop_serves_connected_clients_then_exits(project):
     assert port_free(port)
 
 
+def test_closing_the_terminal_of_a_foreground_start_stops_everything(project):
+    """``start`` runs in its own session with a pseudo-terminal as its controlling
+    terminal; closing the terminal side sends SIGHUP to every process of the
+    session. The master stops the children in order (on_worker_stop runs) and
+    removes its pid file, as with ``stop``."""
+    import fcntl
+    import pty
+    import termios
+    port = free_port()
+    project.app("one", service(port, count=2, extra="""
+        def note(name):
+            with open(os.path.join(os.path.dirname(__file__), name), "a") as handle:
+                handle.write("%d\\n" % os.getpid())
+
+        worker.on_worker_start = lambda worker: note("started")
+        worker.on_worker_stop = lambda worker: note("stopped")
+    """))
+    terminal, tty = pty.openpty()
+
+    def take_the_terminal():  # after setsid (start_new_session): the tty becomes ours
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen([sys.executable, "start.py", "start"], cwd=project.root,
+                               stdin=tty, stdout=tty, stderr=tty, start_new_session=True,
+                               preexec_fn=take_the_terminal)
+    os.close(tty)
+    project.pids.add(process.pid)
+    try:
+        wait_until(lambda: project.master_pid() == process.pid, message="master")
+        wait_until(lambda: port_open(port), message="port")
+        children = project.wait_children(2)
+        wait_until(lambda: len(noted(project, "started")) == 2, message="children started")
+        os.close(terminal)   # the terminal goes away
+        process.wait(timeout=15)
+        wait_until(lambda: gone(children), message="children gone")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = project.log()
+    assert "stopping (stop)" in log and "has been stopped" in log, log
+    assert not os.path.exists(project.pid_file)
+    assert noted(project, "stopped") == children
+    assert port_free(port)
+
+
+def noted(project, name):
+    try:
+        with open(project.path("applications", "one", name)) as handle:
+            return sorted(int(line) for line in handle)
+    except OSError:
+        return []
+
+
+def test_a_daemon_ignores_sighup(project):
+    port = free_port()
+    project.app("one", service(port, count=1))
+    assert project.start_daemon(ports=[port]).returncode == 0
+    master, children = project.master_pid(), project.wait_children(1)
+    for pid in [master] + children:
+        os.kill(pid, signal.SIGHUP)
+    assert ask_pid(port) == children[0]   # answered after the signals: still serving
+    assert project.master_pid() == master and project.children() == children
+    assert project.stop().returncode == 0
+
+
 def test_restart_in_the_foreground_gives_a_new_master(project):
     port = free_port()
     project.app("one", service(port, count=2))
@@ -500,16 +599,21 @@ def test_start_d_detaches_and_prints_go_to_stdout_file(project, monkeypatch):
     assert project.stop().returncode == 0
 
 
-def test_start_d_on_a_busy_port_fails_with_the_error(project):
+@pytest.mark.parametrize("args", [("start",), ("start", "-d")])
+def test_start_on_a_busy_port_names_the_worker_and_its_address(project, args):
+    """Three workers, one port taken: the message says which worker and address."""
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen(1)
     port = blocker.getsockname()[1]
     try:
-        project.app("one", service(port, count=1))
-        result = project.command("start", "-d")
+        project.app("one", service(free_port(), count=1, name="first"))
+        project.app("two", service(port, count=2, name="web"))
+        project.app("three", service(free_port(), count=1, name="last"))
+        result = project.command(*args)
         assert result.returncode == 1, result.stdout
-        assert "start failed" in result.stdout and "in use" in result.stdout
+        assert ("start failed: worker web: cannot listen on text://127.0.0.1:%d: address "
+                "already in use" % port) in result.stdout, result.stdout
         assert project.master_pid() is None
     finally:
         blocker.close()
@@ -575,6 +679,77 @@ def test_status_reports_every_process_and_connections_lists_clients(project):
             str(pid))
 
 
+LONG_NAME = "a_worker_name_of_30_characters"
+
+
+def column_starts(line):
+    """Where each cell starts (cells are separated by at least two spaces)."""
+    return [match.start() for match in re.finditer(r"(?:(?<=  )|^)\S", line)]
+
+
+def table_after(lines, first_word):
+    """The header line starting with ``first_word`` and the rows up to the next rule."""
+    start = [i for i, line in enumerate(lines) if line.split()[:1] == [first_word]][0]
+    end = start + 1
+    while end < len(lines) and lines[end] and not lines[end].startswith("---"):
+        end += 1
+    return lines[start:end]
+
+
+def assert_aligned(block):
+    for line in block[1:]:
+        assert column_starts(line) == column_starts(block[0]), "\n".join(block)
+
+
+def test_status_connections_and_start_tables_fit_long_names(project):
+    """A 30-character worker name and a 45-character listen address: every row of
+    every table splits into the header's columns, nothing cut."""
+    port = free_port()
+    scheme = "longlinesofplaintextprotocol"
+    address = "%s://127.0.0.1:%d" % (scheme, port)
+    project.app("one", service(port, count=2, name=LONG_NAME).replace(
+        "text://", scheme + "://"), protocols__longlinesofplaintextprotocol_py="""
+        from geventman.protocols.text import Text
+
+        class LongLinesOfPlainTextProtocol(Text):
+            pass
+    """)
+    before = time.time()
+    project.start(ports=[port])
+    children = project.wait_children(2)
+    started = project.foreground_output().splitlines()
+    block = table_after(started, "user")
+    assert_aligned(block)
+    assert block[1].split()[1:4] == [LONG_NAME, address, "2"]
+    with LineClient(port) as client:
+        pid = int(client.ask("pid"))
+        text = project.command("status", check=True).stdout.splitlines()
+        assert any("GLOBAL STATUS" in line for line in text)
+        assert any("PROCESS STATUS" in line for line in text)
+        block = table_after(text, "pid")
+        assert len(block) == 3
+        assert_aligned(block)
+        header = block[0].split()
+        assert "timestamp" in header
+        for line in block[1:]:
+            cells = dict(zip(header, line.split()))
+            assert len(line.split()) == len(header)
+            assert cells["worker_name"] == LONG_NAME and cells["listening"] == address
+            assert int(cells["pid"]) in children
+            stamp = time.mktime(time.strptime(cells["timestamp"], "%Y-%m-%dT%H:%M:%S"))
+            assert before - 2 <= stamp <= time.time() + 1
+        exits = table_after(text, "worker_name")
+        assert exits[1].split() == [LONG_NAME, "0", "0"]
+        for row in project.status_json()["processes"]:
+            assert before - 1 <= row["start_time"] <= time.time()
+            assert row["timestamp"] == time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                     time.localtime(row["start_time"]))
+        listing = project.command("connections", check=True).stdout.splitlines()
+        assert_aligned(listing)
+        mine = [line for line in listing if line.startswith(str(pid))][0].split()
+        assert mine[1] == LONG_NAME and mine[4] == "LongLinesOfPlainTextProtocol"
+
+
 def test_a_stuck_child_does_not_hang_status_or_stop(project):
     port = free_port()
     project.app("one", service(port, count=2, extra="""
@@ -604,6 +779,87 @@ def test_a_stuck_child_does_not_hang_status_or_stop(project):
     log = project.log()
     assert "worker[%d] did not stop within %ss, sending SIGKILL" % (stuck, STOP_TIMEOUT) in log
     assert "worker[svc:%d] exit with status 9" % stuck in log
+
+
+# -- the open-file limit -------------------------------------------------------------
+
+def open_files_limit(soft, hard):
+    """A preexec_fn that sets RLIMIT_NOFILE of the server process."""
+    import resource
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_start_raises_the_soft_open_file_limit_to_the_hard_one(project):
+    port = free_port()
+    project.app("one", service(port, count=1))
+    project.start(ports=[port], preexec_fn=open_files_limit(64, 256))
+    child = project.wait_children(1)[0]
+    assert project.status_json()["global"]["open_files_limit"] == 256
+    with open("/proc/%d/limits" % child) as handle:
+        line = [line for line in handle if line.startswith("Max open files")][0]
+    assert line.split()[3:5] == ["256", "256"]
+    assert "open file limit raised from 64 to 256" in project.log()
+
+
+def test_at_the_open_file_limit_one_line_says_so_and_status_answers(project):
+    """RLIMIT_NOFILE 64 (soft = hard, so start cannot raise it): connect until the
+    child stops accepting. The log says once that accepting fails and names the
+    limit, and status still gets the child's own report (not [busy])."""
+    port = free_port()
+    project.app("one", service(port, count=1))
+    project.start(ports=[port], preexec_fn=open_files_limit(64, 64))
+    child = project.wait_children(1)[0]
+    clients = []
+    try:
+        for _ in range(80):
+            client = LineClient(port, timeout=1)
+            clients.append(client)
+            try:
+                assert client.ask("pid") == str(child)
+            except socket.timeout:
+                break            # queued in the kernel: the child is at its limit
+        else:
+            raise AssertionError("80 connections served under a limit of 64")
+        served = len(clients) - 1
+        assert 40 < served < 64
+        wait_until(lambda: "accept on" in project.log(), message="accept failure line")
+        rows = rows_by_pid(project)
+        assert rows[child]["busy"] is False
+        assert rows[child]["connections"] == served
+        text = project.command("status", check=True).stdout
+        assert [line for line in text.splitlines() if line.startswith(str(child))][0] \
+            .endswith("[idle]")
+        failures = [line for line in project.log().splitlines() if "accept on" in line]
+        assert len(failures) == 1, failures   # retried every 0.1 s, logged once
+        assert ("accept on text://127.0.0.1:%d failed: [Errno 24] Too many open files "
+                "(the process's open file limit, RLIMIT_NOFILE 64, is reached" % port) \
+            in failures[0]
+        clients.pop().close()
+        clients.pop().close()       # a descriptor free again: the queued one is served
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_client_driven_log_flood_is_rate_limited(project):
+    """Every "boom" raises in the handler and logs a traceback: 300 of them within a
+    second or two write at most ten a second, then one line that counts the rest."""
+    port = free_port()
+    project.app("one", service(port, count=1))
+    project.start(ports=[port])
+    child = project.wait_children(1)[0]
+    with LineClient(port) as client:
+        client.send("boom\n" * 300)
+        wait_until(lambda: rows_by_pid(project)[child]["throw_exception"] == 300,
+                   message="300 exceptions counted")
+    project.stop()
+    lines = project.log().splitlines()
+    written = sum(1 for line in lines if "exception in" in line and "more like" not in line)
+    summed = [int(line.split("... ")[1].split()[0]) for line in lines
+              if "more like this (exception in" in line]
+    assert written + sum(summed) == 300
+    assert written <= 10 * (1 + len(summed)) and len(summed) <= written
+    assert written < 100
 
 
 # -- logging, patching, imports --------------------------------------------------------

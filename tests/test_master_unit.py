@@ -6,6 +6,7 @@ lesson 9); the real-process behaviour is in test_master.py.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -348,3 +349,74 @@ def test_pidfile_alive_for_init_and_for_a_free_pid():
     assert pidfile.alive(1)
     assert pidfile.alive(os.getpid())
     assert not pidfile.alive(2 ** 22 + 7)   # above pid_max's maximum
+
+
+# -- tables: every column as wide as its longest cell --------------------------------
+
+LONG_NAME = "a_worker_name_of_30_characters"
+LONG_ADDRESS = "websocket://[2001:db8:85a3::8a2e:370:7334]:65535"
+
+
+def assert_columns(lines, header_at=0):
+    """Every row has as many cells as the header, each starting where the header's
+    column starts (columns are separated by at least two spaces)."""
+    header = lines[header_at]
+    starts = [match.start() for match in re.finditer(r"(?:(?<=  )|^)\S", header)]
+    for line in lines[header_at + 1:]:
+        cells = [match.start() for match in re.finditer(r"(?:(?<=  )|^)\S", line)]
+        assert cells == starts, "\n%s\n%s" % (header, line)
+
+
+def test_status_columns_fit_a_long_name_and_address():
+    assert len(LONG_NAME) == 30
+    children = [{"pid": 4194311, "name": LONG_NAME, "listen": LONG_ADDRESS, "id": 0,
+                 "start_time": 1767607200.0},
+                {"pid": 7, "name": "w", "listen": "none", "id": 1, "start_time": None}]
+    report = master_report(children, exits={LONG_NAME: {"9": 1}, "w": {}})
+    answers = {7: child_answer(7, name="w", listen="none", total_request=123456789)}
+    rows = status.process_rows(report, answers)
+    assert rows[0]["timestamp"] == status.readable_time(1767607200.0)
+    lines = status.render(report, rows).splitlines()
+    header = [i for i, line in enumerate(lines) if line.startswith("pid")][0]
+    assert lines[header].split() == list(status.PROCESS_COLUMNS)
+    assert "timestamp" in status.PROCESS_COLUMNS
+    body = lines[header:header + 3]
+    assert_columns(body)
+    assert all(len(line.split()) == len(status.PROCESS_COLUMNS) for line in body)
+    first = body[1].split()
+    assert first[0] == "4194311" and first[2] == LONG_ADDRESS and first[4] == LONG_NAME
+    assert first[3] == time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(1767607200.0))
+    exits = [i for i, line in enumerate(lines) if line.startswith("worker_name")][0]
+    assert_columns(lines[exits:exits + 3])
+    assert lines[exits + 1].split() == [LONG_NAME, "9", "1"]
+    assert "GLOBAL STATUS" in lines[0] and "PROCESS STATUS" in lines[header - 1]
+
+
+def test_connections_columns_fit_a_long_name():
+    children = [{"pid": 11, "name": LONG_NAME, "listen": LONG_ADDRESS, "id": 0}]
+    answers = {11: [{"id": 1, "worker": LONG_NAME, "transport": "tcp",
+                     "protocol": "AVeryLongProtocolName", "send_q": 0, "bytes_read": 5,
+                     "bytes_written": 9, "state": "ESTABLISHED",
+                     "local": "[2001:db8:85a3::8a2e:370:7334]:65535",
+                     "remote": "127.0.0.1:51234"},
+                    {"id": 22, "worker": "w", "transport": "tcp", "protocol": "Text",
+                     "send_q": 1234567, "bytes_read": 5, "bytes_written": 9,
+                     "state": "CLOSING", "local": "127.0.0.1:1", "remote": "127.0.0.1:2"}]}
+    lines = status.render_connections(master_report(children), answers).splitlines()
+    assert_columns(lines)
+    assert LONG_NAME in lines[1].split() and "AVeryLongProtocolName" in lines[1].split()
+
+
+def test_start_table_fits_a_long_name_and_address():
+    class Named:
+        user, count = "someone", 12
+
+        def __init__(self, name, listen_address):
+            self.name, self.listen_address = name, listen_address
+
+    lines = cli.start_table([Named(LONG_NAME, LONG_ADDRESS), Named("w", "none")],
+                            detached=False).splitlines()
+    header = [i for i, line in enumerate(lines) if line.startswith("user")][0]
+    assert_columns(lines[header:header + 3])
+    assert lines[header + 1].split() == ["someone", LONG_NAME, LONG_ADDRESS, "12", "[OK]"]
+    assert "WORKERS" in lines[header - 1]

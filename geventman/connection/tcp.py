@@ -9,7 +9,6 @@ hub by a write watcher, so ``send`` never blocks its caller on a slow peer.
 """
 import _socket
 import collections
-import enum
 import itertools
 import time
 
@@ -21,6 +20,8 @@ from geventman.protocols import NOTHING
 from geventman.connection.tls import TlsError
 from geventman.protocols.text import Text
 from geventman.runtime import CALLBACK_ERRORS, call, callback_failed, statistics
+from geventman.states import (  # noqa: F401  (State: also imported from here)
+    CLOSED, CLOSING, CONNECTING, ESTABLISHED, INITIAL, State)
 
 READ_SIZE = 65536
 #: Input left after a package is kept as bytes up to this size (the common pipelined
@@ -29,19 +30,6 @@ CUT_IN_PLACE = 4096
 CONNECT_FAIL = 1
 SEND_FAIL = 2
 
-
-class State(enum.Enum):
-    INITIAL = 0
-    CONNECTING = 1
-    ESTABLISHED = 2
-    CLOSING = 4
-    CLOSED = 8
-
-
-# Reading an Enum member off its class costs about 50 ns on Python 3.11 (it goes through
-# EnumType.__getattr__), and a message passes a dozen such checks: the hot paths
-# compare against these module-level names instead.
-INITIAL, CONNECTING, ESTABLISHED, CLOSING, CLOSED = State
 
 class ConnectionClosed(Exception):
     """Thrown into a greenlet that waits on a connection that was destroyed."""

@@ -24,9 +24,9 @@ import time
 
 from gevent import get_hub, spawn_raw
 
-from geventman.connection.tcp import ESTABLISHED
 from geventman.log import log
 from geventman.protocols.http import response
+from geventman.states import ESTABLISHED
 
 DEFAULT = 60.0  # seconds, as nginx's client_header_timeout and client_body_timeout
 
