@@ -1,4 +1,4 @@
-"""Request timeouts of http:// (protocols/http/timeout.py), end to end on loopback.
+"""Request timeouts of http:// (protocols/timeout.py), end to end on loopback.
 
 The app's request_timeout is 0.6 s: a head must be whole 0.6 s after its first byte,
 a body may not stall 0.6 s. Every wait below is bounded by the sockets' timeouts.
@@ -12,7 +12,8 @@ import requests
 
 from conftest import free_port
 from geventman.connection.tcp import ESTABLISHED
-from geventman.protocols.http import timeout
+from geventman.protocols import timeout
+from geventman.protocols.http import Http
 from test_http_e2e import read_response
 
 APP = """
@@ -119,6 +120,7 @@ class Overdue:
 
     state = ESTABLISHED
     worker = None
+    protocol = Http
     request_timeout = 0.6
     _busy = _paused = False
     bytes_read = 100

@@ -89,7 +89,7 @@ def find_cycle(edges):
 def test_the_graph_sees_function_level_imports():
     edges = graph()
     assert "geventman.master" in edges["geventman.cli"]  # imported inside do_start
-    assert "geventman.states" in edges["geventman.protocols.http.timeout"]
+    assert "geventman.states" in edges["geventman.protocols.timeout"]
 
 
 def test_find_cycle_finds_one():

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 
 from geventman.log import log
 from geventman.protocols import NOTHING, _wsdeflate
-from geventman.protocols.http import timeout
+from geventman.protocols import timeout
 from geventman.protocols._wsframe import (
     BINARY_TYPE_ARRAYBUFFER, BINARY_TYPE_BLOB, CLOSED, CLOSING, GOING_AWAY, HANDSHAKE, NORMAL,
     OPEN, PING, Session, build, call_hook, close_frame, flush_pending, frame_length,
@@ -42,7 +42,7 @@ SERVER = "geventman/%s" % __version__
 _BROWSER_PAGE = (b"<!doctype html><title>WebSocket</title>"
                  b"<p>This is a WebSocket server: connect with "
                  b"<code>new WebSocket(\"ws://host:port/\")</code>.</p>\n")
-_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 426: "Upgrade Required",
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 426: "Upgrade Required",
             431: "Request Header Fields Too Large"}
 
 
@@ -109,6 +109,11 @@ class Websocket:
             session.phase = CLOSING
             if _written(connection) == session.mark:  # the application answered nothing
                 connection.send(_http_answer(403, b"Forbidden\n"), True)
+
+    @staticmethod
+    def timed_out(connection):
+        """The answer to a handshake not complete within request_timeout (timeout.py)."""
+        return _http_answer(408, b"Request Timeout\n")
 
     @staticmethod
     def broadcast_key(connection):
@@ -181,7 +186,7 @@ class HandshakeError(Exception):
 def _head_length(buffer, connection):
     """``input`` during the handshake. The search for the blank line resumes where the
     last read left it; a handshake that is not whole in one read is timed like an HTTP
-    request head (``request_timeout``, see http/timeout.py: 408 and closed), so a
+    request head (``request_timeout``, see protocols/timeout.py: 408 and closed), so a
     client sending it a byte at a time cannot hold the connection for ever."""
     session = connection.websocket
     end = buffer.find(b"\r\n\r\n", max(0, session.scanned - 3))

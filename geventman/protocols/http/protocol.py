@@ -11,7 +11,8 @@ connection once its response is written. Bad input is answered with its status
 import os
 
 from geventman.log import log
-from geventman.protocols.http import parser, response, session, stream, timeout
+from geventman.protocols import timeout
+from geventman.protocols.http import parser, response, session, stream
 from geventman.protocols.http.context import current_request
 from geventman.protocols.http.request import Request
 from geventman.protocols.http.response import Response
@@ -49,6 +50,12 @@ def _state(connection):
 
 class Http:
     header_limit = parser.HEADER_LIMIT
+
+    @staticmethod
+    def timed_out(connection):
+        """The answer to a request not complete within request_timeout (timeout.py)."""
+        text = b"Request Timeout"
+        return response.head(408, [("Content-Type", "text/plain")], len(text), False) + text
 
     @staticmethod
     def input(buffer, connection):

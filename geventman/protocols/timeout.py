@@ -25,7 +25,6 @@ import time
 from gevent import get_hub, spawn_raw
 
 from geventman.log import log
-from geventman.protocols.http import response
 from geventman.states import ESTABLISHED
 
 DEFAULT = 60.0  # seconds, as nginx's client_header_timeout and client_body_timeout
@@ -107,6 +106,6 @@ def _time_out(connection, entry):
     log("http: 408 request %s not complete within %ss from %s:%s, closing" % (
         kind, timeout_of(connection), connection.get_remote_ip(),
         connection.get_remote_port()))
-    text = b"Request Timeout"
-    connection.close(response.head(408, [("Content-Type", "text/plain")], len(text),
-                                   False) + text, raw=True)
+    # The protocol says it its way (http:// and websocket:// answer 408).
+    answer = getattr(connection.protocol, "timed_out", None)
+    connection.close(answer(connection) if answer else None, raw=True)
