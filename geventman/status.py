@@ -133,9 +133,30 @@ def render(master, rows, qps=None):
         "load average: %s" % ", ".join("%.2f" % x for x in master["load"]),
         "%d workers       %d processes" % (len(master["workers"]), len(master["children"])),
     ]
-    width = table.width(facts + exits + processes)
-    return "\n".join([table.title("GLOBAL STATUS", width)] + facts + exits
-                     + [table.title("PROCESS STATUS", width)] + processes + ["-" * width])
+    gateways = gateway_rows(rows)
+    width = table.width(facts + exits + processes + gateways)
+    blocks = [table.title("GLOBAL STATUS", width)] + facts + exits
+    blocks += [table.title("PROCESS STATUS", width)] + processes
+    if gateways:
+        blocks += [table.title("GATEWAY STATUS", width)] + gateways
+    return "\n".join(blocks + ["-" * width])
+
+
+#: Status fields of gateway processes (clients held, messages relayed, business workers
+#: linked) and business worker processes (gateways linked, events handled).
+GATEWAY_COLUMNS = ("pid", "worker_name", "clients", "relayed", "business_workers",
+                   "gateways", "handled")
+
+
+def gateway_rows(rows):
+    """The GATEWAY STATUS block's lines, or [] when no process is a gateway or a
+    business worker."""
+    found = [row for row in rows if "clients" in row or "handled" in row]
+    if not found:
+        return []
+    return table.format_rows(GATEWAY_COLUMNS, [
+        (row["pid"], row["name"]) + tuple(row.get(key, "-") for key in GATEWAY_COLUMNS[2:])
+        for row in found])
 
 
 CONNECTION_COLUMNS = ("PID", "Worker", "CID", "Trans", "Protocol", "Send-Q", "Bytes-R",
@@ -154,5 +175,21 @@ def render_connections(master, answers):
         for row in found:
             rows.append((child["pid"], row["worker"], row["id"], row["transport"],
                          row["protocol"], row["send_q"], row["bytes_read"],
-                         row["bytes_written"], row["state"], row["local"], row["remote"]))
-    return "\n".join(table.format_rows(CONNECTION_COLUMNS, rows))
+                         row["bytes_written"], row["state"], row["local"], row["remote"])
+                        + _client_columns(row))
+    columns = CONNECTION_COLUMNS
+    if any(len(row) > len(CONNECTION_COLUMNS) for row in rows):
+        columns += CLIENT_COLUMNS
+        rows = [row + ("-",) * (len(columns) - len(row)) if len(row) > 3 else row
+                for row in rows]
+    return "\n".join(table.format_rows(columns, rows))
+
+
+#: Extra columns for the clients of a gateway.
+CLIENT_COLUMNS = ("Client-ID", "Uid", "Groups")
+
+
+def _client_columns(row):
+    if "client_id" not in row:
+        return ()
+    return (row["client_id"], row["uid"] or "-", ",".join(row["groups"]) or "-")

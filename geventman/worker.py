@@ -393,10 +393,14 @@ class _Child:
 
     def report(self):
         worker = Worker._running[0] if Worker._running else None
-        return dict(statistics, pid=os.getpid(), timers=Timer.count(),
-                    name=worker.name if worker else "none",
-                    listen=worker.listen_address if worker else "none",
-                    id=worker.id if worker else 0)
+        row = dict(statistics, pid=os.getpid(), timers=Timer.count(),
+                   name=worker.name if worker else "none",
+                   listen=worker.listen_address if worker else "none",
+                   id=worker.id if worker else 0)
+        fields = getattr(worker, "status_fields", None)  # a Gateway's clients, say
+        if fields is not None:
+            row.update(fields())
+        return row
 
     def _reload_callbacks(self):
         """Run on_worker_reload everywhere; True if this process is to be replaced.
@@ -466,7 +470,10 @@ def connection_row(connection):
             "remote": connection.get_remote_address(),
             "send_q": connection.get_send_buffer_size(),
             "bytes_read": connection.bytes_read, "bytes_written": connection.bytes_written,
-            "state": connection.state.name}
+            "state": connection.state.name,
+            # what the worker knows of it beyond the socket (a gateway: client id, uid)
+            **(worker.connection_fields(connection)
+               if getattr(worker, "connection_fields", None) else {})}
 
 
 def _flush_std():

@@ -1,0 +1,78 @@
+"""status and connections show gateway and business worker processes: clients held,
+messages relayed, links, events handled; a gateway client's id, uid and groups."""
+import json
+
+import websocket as websocket_client          # websocket-client
+
+from conftest import free_port, wait_until
+
+START = """
+    import os
+    from geventman.gateway import BusinessWorker, Gateway, Store
+
+    Store.path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "store")
+    gateway = Gateway("websocket://127.0.0.1:%d")
+    gateway.name = "edge_gateway_with_a_long_name"
+    gateway.start_port = %d
+    worker = BusinessWorker()
+    worker.name = "logic"
+    worker.count = 2
+"""
+
+EVENTS = """
+    from geventman.lib import Gateway
+
+    def on_connect(client_id):
+        Gateway.bind_uid(client_id, "alice")
+        Gateway.join_group(client_id, "room1")
+        Gateway.join_group(client_id, "room2")
+        Gateway.send_to_current_client("ready " + client_id)
+
+    def on_message(client_id, message):
+        Gateway.send_to_current_client(message)
+"""
+
+
+def test_status_and_connections_show_the_gateway(project):
+    port = free_port()
+    project.app("edge", START % (port, free_port()), **{"events.py": EVENTS})
+    project.start(ports=[port])
+    client = websocket_client.create_connection("ws://127.0.0.1:%d/" % port, timeout=5)
+    try:
+        client_id = client.recv().split()[1]
+
+        def handled():
+            return sum(row["handled"] for row in project.status_json()["processes"]
+                       if row["name"] == "logic")
+        before = handled()  # connects and closes of the port probes, this client's connect
+        for number in range(3):
+            client.send("m%d" % number)
+            assert client.recv() == "m%d" % number
+        rows = {}
+
+        def counted():
+            rows.clear()
+            rows.update({row["name"]: row for row in project.status_json()["processes"]
+                         if row["name"] == "edge_gateway_with_a_long_name"})
+            row = rows.get("edge_gateway_with_a_long_name")
+            return row and row["relayed"] == 3 and row["business_workers"] == 2
+        wait_until(counted, message="the gateway's counters")
+        assert rows["edge_gateway_with_a_long_name"]["clients"] == 1
+        logic = [row for row in project.status_json()["processes"] if row["name"] == "logic"]
+        assert sorted(row["gateways"] for row in logic) == [1, 1]
+        assert handled() == before + 3
+
+        text = project.command("status", check=True).stdout
+        block = text.split("GATEWAY STATUS")[1].splitlines()
+        header = block[1].split()
+        assert header == ["pid", "worker_name", "clients", "relayed", "business_workers",
+                          "gateways", "handled"]
+        gateway_line = [line for line in block if "edge_gateway_with_a_long_name" in line][0]
+        assert gateway_line.split()[2:6] == ["1", "3", "2", "-"]
+
+        table = project.command("connections", check=True).stdout.splitlines()
+        assert table[0].split()[-3:] == ["Client-ID", "Uid", "Groups"]
+        mine = [line for line in table if client_id in line]
+        assert len(mine) == 1 and mine[0].split()[-2:] == ["alice", "room1,room2"]
+    finally:
+        client.close()
