@@ -46,6 +46,7 @@ Scenarios, in this order:
 extra 100-client relay run (issue 13 asks for the relay path profiled).
 """
 import argparse
+import collections
 import datetime
 import json
 import os
@@ -384,15 +385,18 @@ def show(argv):
     return " ".join(["benchmarks/bin/wsloadgen"] + [shlex.quote(part) for part in argv[1:]])
 
 
-def loadgen(server, argv, timeout):
-    """Run wsloadgen; the server's CPU (by role) is sampled at its measure marks.
-    Returns the last JSON line, with "cpu" {role: seconds} and "command"."""
+def loadgen(server, argv, timeout, on_start=None):
+    """Run wsloadgen; the server's CPU (by role) is sampled at its measure marks (and
+    ``on_start`` called at the first). Returns the last JSON line, with "cpu" {role:
+    seconds} and "command"."""
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     marks = {}
     for line in process.stderr:
         line = line.strip()
         if line in ("measure start", "measure end"):
             marks[line] = server.sample("cpu")
+            if line == "measure start" and on_start is not None:
+                on_start()
         elif line:
             print("wsloadgen: %s" % line, file=sys.stderr)
     output = process.stdout.read().strip().splitlines()
@@ -405,10 +409,10 @@ def loadgen(server, argv, timeout):
     return result
 
 
-def measure_relay(args, server, clients):
+def measure_relay(args, server, clients, on_start=None):
     argv = [LOADGEN, "-p", str(server.port), "-c", str(clients), "-t", str(args.threads),
             "-d", str(args.duration), "-w", str(args.warmup), "-P", args.payload, "-M", "-L"]
-    result = loadgen(server, argv, args.duration + args.warmup + 60)
+    result = loadgen(server, argv, args.duration + args.warmup + 60, on_start)
     if result.get("messages") and "cpu" in result:
         result["cpu_us"] = result["cpu"]["all"] / result["messages"] * 1e6
         result["cpu_us_by_role"] = {role: seconds / result["messages"] * 1e6
@@ -480,23 +484,45 @@ def profile_relay(args, server):
     spy = shutil.which("py-spy")
     if spy is None:
         return {"error": "py-spy is not installed"}
-    import run as core   # the summary of run.py's profiles
     seconds = max(1, int(args.duration))
     spies = {}
-    for role in ("gateway", "business"):
-        pid = server.pids_of(role)[0]
-        raw = os.path.join(RESULTS, "py-spy-gateway-bench-%s.txt" % role)
-        spies[role] = (raw, subprocess.Popen(
-            [spy, "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "--native",
-             "--idle", "-f", "raw", "-o", raw], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL))
-    result = measure_relay(args, server, 100)
+
+    def start_spies():   # at the start of the measured window, after the warm-up
+        for role in ("gateway", "business"):
+            pid = server.pids_of(role)[0]
+            raw = os.path.join(RESULTS, "py-spy-gateway-bench-%s.txt" % role)
+            spies[role] = (raw, subprocess.Popen(
+                [spy, "record", "-p", str(pid), "-d", str(seconds), "-r", "200",
+                 "--nonblocking", "-f", "raw", "-o", raw], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL))
+    result = measure_relay(args, server, 100, start_spies)
     found = {"rate_while_profiled": result.get("rate")}
     for role, (raw, process) in spies.items():
         process.wait(timeout=seconds + 60)
         if os.path.exists(raw):
-            found[role] = core.summarize_profile(raw)
+            found[role] = summarize_profile(raw)
+            found[role]["raw"] = raw
     return found
+
+
+def summarize_profile(raw, top=15):
+    """Shares of the samples (py-spy leaves out a thread waiting in epoll_wait, except
+    Hub.run's own line: the libev loop's C work) by innermost line and by function.
+    Without --native: with it, py-spy loses the greenlets' Python frames."""
+    own, inclusive = collections.Counter(), collections.Counter()
+    total = 0
+    for line in open(raw):
+        stack, _, count = line.rstrip("\n").rpartition(" ")
+        frames, count = stack.split(";"), int(count)
+        total += count
+        own[frames[-1]] += count
+        for name in {frame.rsplit(":", 1)[0] for frame in frames}:
+            inclusive[name + ")"] += count
+
+    def share(counter):
+        return [(name.replace(REPO + os.sep, ""), 100.0 * count / max(total, 1))
+                for name, count in counter.most_common(top)]
+    return {"samples": total, "self": share(own), "inclusive": share(inclusive)}
 
 
 # -- the report --------------------------------------------------------------------
@@ -637,15 +663,14 @@ def profile_lines(found):
     if "error" in found:
         return ["", "(no profile: %s)" % found["error"]]
     lines = ["", "py-spy during one extra 100-client relay run on %s (%s msg/s while "
-             "sampled; shares of the busy samples):" % (found["server"],
+             "sampled; shares of all samples):" % (found["server"],
                                                         fmt(found.get("rate_while_profiled")))]
     for role in ("gateway", "business"):
         summary = found.get(role)
         if not summary:
             continue
-        total = summary["samples"] or 1
-        lines += ["", "%s process (%d samples, %.0f%% busy), self time:" % (
-            role, total, 100.0 * summary["busy"] / total), ""]
+        lines += ["", "%s process (%d samples, %s), self time by line:" % (
+            role, summary["samples"], summary.get("raw", "")), ""]
         lines += ["    %5.1f%%  %s" % (pct, name) for name, pct in summary["self"][:12]]
         lines += ["", "%s process, inclusive time by Python function:" % role, ""]
         lines += ["    %5.1f%%  %s" % (pct, name) for name, pct in summary["inclusive"][:15]]
