@@ -19,9 +19,9 @@ Servers, all on 127.0.0.1, started once and measured in turn:
 * ``echo N``: the plain ``websocket://`` echo worker with ``count = N`` for every total
   process count N = G + B of the layouts: the relay is compared with the echo that has
   as many processes.
-* ``GatewayWorker 1+1`` and ``Workerman echo 2``: shared/peers/php/gw_relay.php
-  (WM_GW=1 WM_BW=1; its Register process is a third, idle one) and ws_echo.php
-  (WM_COUNT=2), when ../shared/peers/setup.sh set them up under /tmp/peers
+* ``GatewayWorker 1+1`` and ``Workerman echo 2`` (``--gw-layout``): shared/peers/php/
+  gw_relay.php (WM_GW=1 WM_BW=1; its Register process is one more, idle) and
+  ws_echo.php (WM_COUNT=2), when ../shared/peers/setup.sh set them up under /tmp/peers
   (benchmarks/peers.py); without them the run says why and goes on.
 
 Scenarios, in this order:
@@ -145,6 +145,9 @@ def parse_args(argv=None):
     parser.add_argument("--big-threads", type=int, default=2,
                         help="loadgen threads for the 10,000-client scenarios")
     parser.add_argument("--scenarios", default="memory,relay,fanout,chat")
+    parser.add_argument("--gw-layout", default="1+1",
+                        help="GatewayWorker 4's gateway+business processes (WM_GW+WM_BW; "
+                             "its Register is one more, idle)")
     parser.add_argument("--no-peers", action="store_true",
                         help="leave Workerman/GatewayWorker out even when set up")
     parser.add_argument("--profile", action="store_true", help="py-spy the relay path")
@@ -340,13 +343,16 @@ def make_servers(args, found):
                                         {"start.py": ECHO_APP % {"port": port, "count": count}},
                                         port, count, {"echo": "wsecho"}))
     if found is not None:
-        servers.append(Server("GatewayWorker 1+1", found.argv("gw_relay.php"), HERE,
-                              found.env(2, WM_GW=1, WM_BW=1), peers.PORTS["gw_relay.php"], 3,
+        gateways, business = layout(args.gw_layout)
+        servers.append(Server("GatewayWorker %s" % args.gw_layout, found.argv("gw_relay.php"),
+                              HERE, found.env(2, WM_GW=gateways, WM_BW=business),
+                              peers.PORTS["gw_relay.php"], gateways + business + 1,
                               {"gateway": "wm-gateway", "business": "wm-business"},
                               signal.SIGINT, peer=True))
-        servers.append(Server("Workerman echo 2", found.argv("ws_echo.php"), HERE,
-                              found.env(2), peers.PORTS["ws_echo.php"], 2, {"echo": "wm-ws"},
-                              signal.SIGINT, peer=True))
+        count = gateways + business
+        servers.append(Server("Workerman echo %d" % count, found.argv("ws_echo.php"), HERE,
+                              found.env(count), peers.PORTS["ws_echo.php"], count,
+                              {"echo": "wm-ws"}, signal.SIGINT, peer=True))
     return servers
 
 
@@ -363,9 +369,11 @@ def find_peers(args):
                             + list(peers.GW_RELAY_OTHER_PORTS[:2]))
     if busy:
         return None, peers.skip_note("GatewayWorker 4 and Workerman 5", "port %d is in use" % busy)
+    gateways, business = layout(args.gw_layout)
     return found, ("GatewayWorker 4 and Workerman %s (PHP, event extension) measured in this "
-                   "run: WM_GW=1 WM_BW=1 %s; WM_COUNT=2 %s" % (
-                       found.version(), " ".join(found.argv("gw_relay.php")),
+                   "run: WM_GW=%d WM_BW=%d %s; WM_COUNT=%d %s" % (
+                       found.version(), gateways, business,
+                       " ".join(found.argv("gw_relay.php")), gateways + business,
                        " ".join(found.argv("ws_echo.php"))))
 
 
@@ -546,7 +554,8 @@ def median_round(rounds):
 def plain_echo_of(name, results):
     """The plain echo with as many processes as the relay ``name``."""
     if name.startswith("GatewayWorker"):
-        return "Workerman echo 2"
+        gateways, business = layout(name.split()[1])
+        return "Workerman echo %d" % (gateways + business)
     if name.startswith("relay "):
         gateways, business = layout(name.split()[1])
         return "echo %d" % (gateways + business)
