@@ -1,4 +1,5 @@
-"""HTTP hello-world benchmark: geventman against uvicorn (httptools) and gunicorn+gevent.
+"""HTTP hello-world benchmark: geventman against Workerman 5, uvicorn (httptools) and
+gunicorn+gevent.
 
     python benchmarks/http_bench.py [--duration 10] [--rounds 3] [--processes 2] [--install]
 
@@ -12,11 +13,15 @@ server, with ``--connections`` connections and ``--threads`` threads:
 All three servers run while one is measured (an idle server costs no CPU); the order
 rotates each round and the table shows the median round. The server CPU per request
 is the user + system time of every process of that server over the measured window,
-divided by the requests wrk counted. ``--install`` installs wrk (apt-get) and the peers
+divided by the requests wrk counted. Workerman 5 (shared/peers/php/http_hello.php on
+127.0.0.1:18001, WM_COUNT = processes) is measured when ../shared/peers/setup.sh set it
+up under /tmp/peers (benchmarks/peers.py); without it the run says why and goes on.
+Peers that are not installed are skipped with a note. ``--install`` installs wrk (apt-get) and the peers
 (pip: uvicorn, uvloop, httptools, gunicorn, gevent) first. The load average before and
 after is printed: on a shared machine the numbers only compare servers of one run.
 """
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -30,8 +35,11 @@ import time
 
 import psutil
 
+import peers
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
 
 # The manual's hello world: send() of a string (text/html, the precomputed header block).
 GEVENTMAN_APP = """
@@ -100,14 +108,17 @@ def wait_port(port, timeout=20):
 class Server:
     """One server under test: a process tree started in ``folder``, stopped by pid."""
 
-    def __init__(self, name, folder, argv, port, stop_argv=None):
+    def __init__(self, name, folder, argv, port, stop_argv=None, env=None, stop_signal=None):
         self.name, self.folder, self.argv, self.port = name, folder, argv, port
         self.stop_argv = stop_argv
+        self.env = env
+        self.stop_signal = stop_signal   # sent to the parent only (Workerman: SIGINT)
         self.process = None
 
     def start(self):
         self.process = subprocess.Popen(self.argv, cwd=self.folder, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+                                        stderr=subprocess.DEVNULL, start_new_session=True,
+                                        env=self.env)
         wait_port(self.port)
         time.sleep(1.0)   # let every worker process come up
 
@@ -132,9 +143,9 @@ class Server:
         if self.stop_argv:
             subprocess.run(self.stop_argv, cwd=self.folder, capture_output=True, timeout=30)
         processes = self.processes()
-        for process in processes:
+        for process in processes[:1] if self.stop_signal else processes:
             try:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(self.stop_signal or signal.SIGTERM)
             except psutil.NoSuchProcess:
                 pass
         gone, alive = psutil.wait_procs(processes, timeout=10)
@@ -155,6 +166,11 @@ def make_servers(args, folder):
     for name, source in (("asgi_app.py", ASGI_APP), ("wsgi_app.py", WSGI_APP)):
         with open(os.path.join(folder, name), "w") as handle:
             handle.write(source)
+    workerman = find_workerman()
+    if workerman is not None:
+        servers.append(Server("Workerman 5", HERE, workerman.argv("http_hello.php"),
+                              peers.PORTS["http_hello.php"], env=workerman.env(args.processes),
+                              stop_signal=signal.SIGINT))
     port = free_port()
     servers.append(Server("uvicorn (httptools)", folder, [
         sys.executable, "-m", "uvicorn", "asgi_app:app", "--host", "127.0.0.1",
@@ -165,10 +181,26 @@ def make_servers(args, folder):
         sys.executable, "-m", "gunicorn", "-w", str(args.processes), "-k", "gevent",
         "--worker-connections", "10000", "-b", "127.0.0.1:%d" % port, "--log-level",
         "warning", "wsgi_app:app"], port))
+    for name, module in (("uvicorn (httptools)", "uvicorn"), ("gunicorn + gevent", "gunicorn")):
+        if importlib.util.find_spec(module) is None:
+            print("%s not measured: not installed (--install)" % name, file=sys.stderr)
+            servers = [s for s in servers if s.name != name]
     if args.only:
         wanted = args.only.split(",")
         servers = [s for s in servers if any(w in s.name for w in wanted)]
     return servers
+
+
+def find_workerman():
+    found, why = peers.find()
+    busy = found and peers.ports_free([peers.PORTS["http_hello.php"]])
+    if found is None or busy:
+        print(peers.skip_note("Workerman 5", why or "port %d is in use" % busy),
+              file=sys.stderr)
+        return None
+    print("Workerman %s (PHP, event extension) measured in this run: %s" % (
+        found.version(), " ".join(found.argv("http_hello.php"))), file=sys.stderr)
+    return found
 
 
 def wrk(server, args, close):
@@ -222,18 +254,26 @@ def median_round(rounds):
 
 
 def report(args, servers, results, load_before, load_after):
-    print()
-    print("machine: %s, %d cores; load average before %.2f %.2f %.2f, after %.2f %.2f %.2f" % (
+    """The table to stdout, and to benchmarks/results/http-<time>.md."""
+    lines = []
+
+    def say(*parts):
+        text = " ".join(str(part) for part in parts)
+        print(text)
+        lines.append(text)
+
+    say()
+    say("machine: %s, %d cores; load average before %.2f %.2f %.2f, after %.2f %.2f %.2f" % (
         os.uname().machine, os.cpu_count(), *load_before, *load_after))
-    print("wrk -t%d -c%d -d%ds, %d processes per server, median of %d rounds" % (
+    say("wrk -t%d -c%d -d%ds, %d processes per server, median of %d rounds" % (
         args.threads, args.connections, args.duration, args.processes, args.rounds))
-    print()
-    print("| server | keep-alive req/s | CPU µs/req | p99 | short req/s | CPU µs/req | p99 |")
-    print("|---|---|---|---|---|---|---|")
+    say()
+    say("| server | keep-alive req/s | CPU µs/req | p99 | short req/s | CPU µs/req | p99 |")
+    say("|---|---|---|---|---|---|---|")
     for server in servers:
         keep = median_round(results[(server.name, "keep-alive")])
         short = median_round(results[(server.name, "short")])
-        print("| %s | %s | %.1f | %s | %s | %.1f | %s |" % (
+        say("| %s | %s | %.1f | %s | %s | %.1f | %s |" % (
             server.name, "{:,.0f}".format(keep["rps"]), keep["cpu_us"], keep["p99"],
             "{:,.0f}".format(short["rps"]), short["cpu_us"], short["p99"]))
     names = [s.name for s in servers]
@@ -241,7 +281,20 @@ def report(args, servers, results, load_before, load_after):
         for mode in ("keep-alive", "short"):
             ours = statistics.median(r["rps"] for r in results[("geventman", mode)])
             peer = statistics.median(r["rps"] for r in results[("uvicorn (httptools)", mode)])
-            print("geventman / uvicorn, %s: %.2fx" % (mode, ours / peer))
+            say("geventman / uvicorn, %s: %.2fx" % (mode, ours / peer))
+    if "geventman" in names and "Workerman 5" in names:
+        # issue 13's targets: keep-alive >= 1.0x, short >= 0.9x of Workerman's req/s
+        for mode, wanted in (("keep-alive", 1.0), ("short", 0.9)):
+            ours = median_round(results[("geventman", mode)])
+            theirs = median_round(results[("Workerman 5", mode)])
+            share = ours["rps"] / theirs["rps"]
+            say("geventman / Workerman 5, %s: %.2fx req/s (target %.1fx: %s); server CPU "
+                  "per request %.1f / %.1f µs" % (
+                      mode, share, wanted, "met" if share >= wanted else "MISSED",
+                      ours["cpu_us"], theirs["cpu_us"]))
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "http-%s.md" % time.strftime("%Y%m%d-%H%M%S")), "w") as out:
+        out.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
-"""Benchmark geventman's core runtime against bare gevent StreamServers, in one run.
+"""Benchmark geventman's core runtime against bare gevent StreamServers and Workerman 5.
 
     python benchmarks/run.py [--duration 10] [--warmup 2] [--rounds 3] [--pin] ...
 
 One command does everything: builds the load generator (benchmarks/build.sh), starts
 three servers of two processes each (the text:// echo project in benchmarks/project/,
 and the StreamServer echo of benchmarks/servers/ once with a shared listening socket
-and once with a SO_REUSEPORT socket per process), measures
+and once with a SO_REUSEPORT socket per process), plus Workerman 5's text:// echo
+(shared/peers/php/text_echo.php on 127.0.0.1:18002, same process count) when
+../shared/peers/setup.sh has set it up under /tmp/peers (benchmarks/peers.py; without
+it the run says so and goes on without Workerman; ``--no-workerman`` leaves it out),
+measures
 
 * memory per idle connection: RSS of the server processes before and after
   ``--idle`` connections are opened (each does one echo, then stays idle);
@@ -37,11 +41,14 @@ import time
 
 import psutil
 
+import peers
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOADGEN = os.path.join(HERE, "bin", "loadgen")
 RESULTS = os.path.join(HERE, "results")
 
-# DESIGN.md section 6: measured earlier on this machine, not in this run.
+# DESIGN.md section 6: measured earlier on this machine; shown only when Workerman is
+# not measured in this run.
 WORKERMAN = {"long": 226804, "short": 38636, "idle_kb": 2.3}
 TARGET = 0.8   # geventman long-connection echo >= 0.8x the StreamServer's, same run
 
@@ -62,6 +69,8 @@ def parse_args(argv=None):
                         help="pin server process k to CPU k (default: not pinned)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
     parser.add_argument("--skip-build", action="store_true")
+    parser.add_argument("--no-workerman", action="store_true",
+                        help="leave Workerman 5 out even when /tmp/peers has it")
     return parser.parse_args(argv)
 
 
@@ -182,9 +191,10 @@ class Server:
         self.log.close()
 
 
-def make_servers(processes):
+def make_servers(processes, workerman=None):
     """geventman, then the peer as DESIGN.md names it (one shared listening socket),
-    then the peer with geventman's way of spreading connections (SO_REUSEPORT)."""
+    then the peer with geventman's way of spreading connections (SO_REUSEPORT), then
+    Workerman 5 when ``workerman`` (a peers.Peers) is given."""
     python = sys.executable
     project = os.path.join(HERE, "project")
     peer_script = os.path.join(HERE, "servers", "streamserver_echo.py")
@@ -200,7 +210,26 @@ def make_servers(processes):
             argv = argv + [port, str(processes)]
         env = dict(os.environ, GEVENTMAN_BENCH_PORT=port, GEVENTMAN_BENCH_COUNT=str(processes))
         servers.append(Server(name, argv, cwd, env, processes, stop_signal))
+    if workerman is not None:
+        port = peers.PORTS["text_echo.php"]
+        env = workerman.env(processes, PEER_PORT=port, GEVENTMAN_BENCH_PORT=port)
+        servers.append(Server("workerman", workerman.argv("text_echo.php"), HERE, env,
+                              processes, signal.SIGINT))
     return servers
+
+
+def find_workerman(args):
+    """(peers.Peers or None, a note for the report)."""
+    if args.no_workerman:
+        return None, peers.skip_note("Workerman 5", "--no-workerman")
+    found, why = peers.find()
+    if found is None:
+        return None, peers.skip_note("Workerman 5", why)
+    busy = peers.ports_free([peers.PORTS["text_echo.php"]])
+    if busy:
+        return None, peers.skip_note("Workerman 5", "port %d is in use" % busy)
+    return found, "Workerman %s (PHP, event extension) measured in this run: %s" % (
+        found.version(), " ".join(found.argv("text_echo.php")))
 
 
 def raise_nofile():
@@ -437,58 +466,93 @@ def ratio(value, base):
     return "—" if not value or not base else "%.2fx" % (value / base)
 
 
-PEERS = ("streamserver", "streamserver_reuseport")
-NAMES = ("geventman",) + PEERS
+STREAMSERVERS = ("streamserver", "streamserver_reuseport")
 LABELS = {"geventman": "geventman", "streamserver": "StreamServer, shared socket",
-          "streamserver_reuseport": "StreamServer, SO_REUSEPORT"}
+          "streamserver_reuseport": "StreamServer, SO_REUSEPORT",
+          "workerman": "Workerman 5 (event)"}
 
 
-def cells(values, spec):
+def names_of(run):
+    """The servers of a run, geventman first, and its peers."""
+    names = list(run["results"])
+    return names, names[1:]
+
+
+def cells(values, spec, names, peer_names):
     """geventman's and the peers' values, then geventman's ratio to each peer."""
-    shown = [fmt(values[name], spec) for name in NAMES]
-    return shown + [ratio(values["geventman"], values[peer]) for peer in PEERS]
+    shown = [fmt(values[name], spec) for name in names]
+    return shown + [ratio(values["geventman"], values[peer]) for peer in peer_names]
 
 
 def table(run):
     """The markdown table of one run: medians over the rounds."""
     results = run["results"]
+    names, peer_names = names_of(run)
+    earlier = "workerman" not in results   # then show DESIGN.md's earlier figures
+    dashes = ["—", "—"] if earlier else []
     rows = []
     for mode, label in (("long", "TCP text echo, long connections (req/s)"),
                         ("short", "TCP one request per connection (req/s)")):
-        rps = {name: median(r["rps"] for r in results[name][mode]) for name in NAMES}
-        rows.append([label] + cells(rps, "{:,.0f}") + [
-            fmt(WORKERMAN[mode]), ratio(rps["geventman"], WORKERMAN[mode])])
+        rps = {name: median(r["rps"] for r in results[name][mode]) for name in names}
+        rows.append([label] + cells(rps, "{:,.0f}", names, peer_names) + ([
+            fmt(WORKERMAN[mode]), ratio(rps["geventman"], WORKERMAN[mode])] if earlier
+            else []))
         cpu = {name: median(r["server_cpu_us_per_request"] for r in results[name][mode])
-               for name in NAMES}
-        rows.append(["%s: server CPU per request (µs)" % mode] + cells(cpu, "{:.1f}")
-                    + ["—", "—"])
+               for name in names}
+        rows.append(["%s: server CPU per request (µs)" % mode]
+                    + cells(cpu, "{:.1f}", names, peer_names) + dashes)
         user = {name: median(r["server_user_us_per_request"] for r in results[name][mode])
-                for name in NAMES}
-        rows.append(["%s: of which user space (µs)" % mode] + cells(user, "{:.1f}")
-                    + ["—", "—"])
-        errors = {name: sum(r["errors_total"] for r in results[name][mode]) for name in NAMES}
-        rows.append(["%s: errors, all rounds" % mode] + cells(errors, "{:d}")[:3]
-                    + ["—"] * 4)
-    memory = {name: results[name]["idle"]["kb_per_connection"] for name in NAMES}
+                for name in names}
+        rows.append(["%s: of which user space (µs)" % mode]
+                    + cells(user, "{:.1f}", names, peer_names) + dashes)
+        errors = {name: sum(r["errors_total"] for r in results[name][mode]) for name in names}
+        rows.append(["%s: errors, all rounds" % mode]
+                    + cells(errors, "{:d}", names, peer_names)[:len(names)]
+                    + ["—"] * (len(peer_names) + len(dashes)))
+    memory = {name: results[name]["idle"]["kb_per_connection"] for name in names}
     rows.append(["memory per idle connection (KB, %d conns)" % run["args"]["idle"]]
-                + cells(memory, "{:.1f}")
-                + [fmt(WORKERMAN["idle_kb"], "{}"),
-                   ratio(memory["geventman"], WORKERMAN["idle_kb"])])
-    header = (["scenario"] + [LABELS[name] for name in NAMES]
-              + ["geventman / %s" % LABELS[peer] for peer in PEERS]
-              + ["Workerman 5 (earlier run, DESIGN.md §6)", "geventman / Workerman 5"])
+                + cells(memory, "{:.1f}", names, peer_names)
+                + ([fmt(WORKERMAN["idle_kb"], "{}"),
+                    ratio(memory["geventman"], WORKERMAN["idle_kb"])] if earlier else []))
+    header = (["scenario"] + [LABELS[name] for name in names]
+              + ["geventman / %s" % LABELS[peer] for peer in peer_names]
+              + (["Workerman 5 (earlier run, DESIGN.md §6)", "geventman / Workerman 5"]
+                 if earlier else []))
     lines = ["| %s |" % " | ".join(header), "|%s" % ("---|" * len(header))]
     return "\n".join(lines + ["| %s |" % " | ".join(row) for row in rows])
 
 
 def verdict(run):
-    rps = {name: median(r["rps"] for r in run["results"][name]["long"]) for name in NAMES}
-    shares = {peer: rps["geventman"] / rps[peer] if rps[peer] else 0 for peer in PEERS}
+    results = run["results"]
+    rps = {name: median(r["rps"] for r in results[name]["long"]) for name in results}
+    shares = {peer: rps["geventman"] / rps[peer] if rps[peer] else 0
+              for peer in STREAMSERVERS}
     met = all(share >= TARGET for share in shares.values())
-    return ("Target (long-connection echo >= %.1fx the bare StreamServer's, same run): "
-            "%s; %s." % (TARGET, ", ".join("%.2fx the %s" % (shares[peer], LABELS[peer])
-                                           for peer in PEERS),
-                         "met" if met else "MISSED"))
+    lines = ["Target (long-connection echo >= %.1fx the bare StreamServer's, same run): "
+             "%s; %s." % (TARGET, ", ".join("%.2fx the %s" % (shares[peer], LABELS[peer])
+                                            for peer in STREAMSERVERS),
+                          "met" if met else "MISSED")]
+    if "workerman" in results:
+        lines.append(workerman_verdict(results))
+    return "\n".join(lines)
+
+
+def workerman_verdict(results):
+    """Issue 13's targets against Workerman 5 of the same run: req/s >= 1.0x on long
+    connections, >= 0.9x on short ones; server CPU per request at or below its own."""
+    parts = []
+    for mode, wanted in (("long", 1.0), ("short", 0.9)):
+        ours, theirs = (median(r["rps"] for r in results[name][mode])
+                        for name in ("geventman", "workerman"))
+        share = ours / theirs if ours and theirs else 0.0
+        parts.append("%s req/s %.2fx (target %.1fx: %s)" % (
+            mode, share, wanted, "met" if share >= wanted else "MISSED"))
+    ours, theirs = (median(r["server_cpu_us_per_request"] for r in results[name]["long"])
+                    for name in ("geventman", "workerman"))
+    if ours and theirs:
+        parts.append("long CPU per request %.1f / %.1f µs (target: at or below: %s)" % (
+            ours, theirs, "met" if ours <= theirs else "MISSED"))
+    return "Against Workerman 5, same run: %s." % "; ".join(parts)
 
 
 def report(run):
@@ -505,18 +569,19 @@ def report(run):
         "warm-up." % (a["processes"], "pinned (process k on CPU k)" if a["pin"]
                       else "not pinned", a["threads"], a["rounds"], a["duration"],
                       a["warmup"]),
-        "", table(run), "", verdict(run), "",
-        "Workerman 5 figures are from an earlier run on this machine (DESIGN.md §6), "
-        "not from this run; PHP cannot be installed here.", "",
+        "", table(run), "", verdict(run), "", run["workerman_note"] + (
+            "" if "workerman" in run["results"] else
+            " The Workerman 5 column, if any, is DESIGN.md §6's earlier run."), "",
         "Commands (ports differ per run):", "",
     ]
-    for name in NAMES:
+    names, _ = names_of(run)
+    for name in names:
         side = run["results"][name]
         lines += ["    %s" % side[kind]["command"] if kind == "idle" else
                   "    %s" % side[kind][0]["command"] for kind in ("long", "short", "idle")]
     lines += ["", "Every measurement (\"other processes\": CPU the rest of the machine used "
               "during the window, i.e. disturbance):", ""]
-    for name in NAMES:
+    for name in names:
         lines += measurement_lines(name, run["results"][name])
     lines += profile_lines(run.get("profile"))
     return "\n".join(lines) + "\n"
@@ -570,13 +635,22 @@ def build(args):
         subprocess.run(["sh", os.path.join(HERE, "build.sh")], check=True)
 
 
-def run_all(args):
-    servers = make_servers(args.processes)
+def run_all(args, workerman=None):
+    servers = make_servers(args.processes, workerman)
     results = {server.name: {"long": [], "short": []} for server in servers}
     found_profile = None
     try:
-        for server in servers:
-            server.start(args.pin)
+        for server in list(servers):
+            try:
+                server.start(args.pin)
+            except RuntimeError as error:
+                if server.name != "workerman":
+                    raise
+                print("Workerman 5 did not start, measured without it: %s" % error,
+                      file=sys.stderr)
+                server.stop()
+                servers.remove(server)
+                del results[server.name]
         for server in servers:   # fresh servers: nothing freed yet to reuse
             results[server.name]["idle"] = measure_idle(args, server)
             settle(servers)
@@ -603,7 +677,9 @@ def main(argv=None):
         sys.exit("RLIMIT_NOFILE hard limit %d is too low for --idle %d" % (hard, args.idle))
     run = {"when": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
            "machine": machine(), "args": vars(args)}
-    run["results"], run["profile"] = run_all(args)
+    workerman, run["workerman_note"] = find_workerman(args)
+    print(run["workerman_note"], file=sys.stderr)
+    run["results"], run["profile"] = run_all(args, workerman)
     run["load_after"] = os.getloadavg()
     text = report(run)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

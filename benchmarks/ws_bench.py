@@ -1,4 +1,4 @@
-"""WebSocket echo benchmark: geventman against aiohttp and websockets, in one run.
+"""WebSocket echo benchmark: geventman against Workerman 5, aiohttp and websockets, in one run.
 
     python benchmarks/ws_bench.py [--duration 10] [--rounds 3] [--processes 2] ...
     python benchmarks/ws_bench.py --framing-only     # the in-process framing costs only
@@ -18,12 +18,16 @@ One command does everything:
 
 Every server runs ``--processes`` processes: geventman a websocket:// echo worker with
 ``count = processes`` in a throwaway project, aiohttp and websockets one process each
-on a SO_REUSEPORT socket (this file with ``--serve NAME``). The load average is
+on a SO_REUSEPORT socket (this file with ``--serve NAME``), Workerman 5 its websocket
+echo (shared/peers/php/ws_echo.php on 127.0.0.1:18003, WM_COUNT = processes) when
+../shared/peers/setup.sh set it up under /tmp/peers (benchmarks/peers.py); without
+it the run says why and goes on. The load average is
 recorded before and after; the table goes to stdout and to benchmarks/results/.
 """
 import argparse
 import asyncio
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -38,13 +42,16 @@ import time
 
 import psutil
 
+import peers
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 LOADGEN = os.path.join(HERE, "bin", "wsloadgen")
 RESULTS = os.path.join(HERE, "results")
-SERVERS = ("geventman", "aiohttp", "websockets")
+SERVERS = ("geventman", "workerman", "aiohttp", "websockets")
 
-# DESIGN.md section 6, measured earlier on this machine (not in this run).
+# DESIGN.md section 6, measured earlier on this machine; shown when Workerman is not
+# measured in this run.
 WORKERMAN = {"rate": 228942, "idle_kb": 5.5}
 AIOHTTP_DESIGN = 116272
 
@@ -237,14 +244,19 @@ def wait_port(port, process, timeout=30.0):
 class Server:
     """One server under test: started, its process tree measured, stopped by pid."""
 
-    def __init__(self, name, processes):
+    def __init__(self, name, processes, workerman=None):
         self.name, self.processes = name, processes
-        self.port = free_port()
+        self.workerman = workerman
+        self.port = peers.PORTS["ws_echo.php"] if name == "workerman" else free_port()
         self.root = None
         self.process = None
 
     def start(self):
-        if self.name == "geventman":
+        env = dict(os.environ, PYTHONPATH=REPO)
+        if self.name == "workerman":
+            command = self.workerman.argv("ws_echo.php")
+            env = self.workerman.env(self.processes, PEER_PORT=self.port)
+        elif self.name == "geventman":
             self.root = tempfile.mkdtemp(prefix="geventman-wsbench-")
             shutil.copy(os.path.join(REPO, "start.py"), self.root)
             os.makedirs(os.path.join(self.root, "applications", "wsecho"))
@@ -254,7 +266,6 @@ class Server:
         else:
             command = [sys.executable, os.path.abspath(__file__), "--serve", self.name,
                        "--port", str(self.port), "--processes", str(self.processes)]
-        env = dict(os.environ, PYTHONPATH=REPO)
         # A session of its own, as a deployed server has: on Linux with autogroup
         # scheduling, a server in the load generator's session competes with it thread
         # by thread, which moved every server's result by up to 15% between runs.
@@ -303,8 +314,9 @@ class Server:
             subprocess.run([sys.executable, "start.py", "stop"], cwd=self.root,
                            capture_output=True, timeout=30)
         pids = [process.pid for process in self.tree()]
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        if self.process.poll() is None:   # Workerman stops on SIGINT
+            self.process.send_signal(signal.SIGINT if self.name == "workerman"
+                                     else signal.SIGTERM)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -373,13 +385,29 @@ def median(values):
 def run(args):
     build_loadgen()
     names = [name.strip() for name in args.servers.split(",") if name.strip()]
+    workerman, note = None, ""
+    if "workerman" in names:
+        workerman, why = peers.find()
+        busy = workerman and peers.ports_free([peers.PORTS["ws_echo.php"]])
+        if workerman is None or busy:
+            names.remove("workerman")
+            note = peers.skip_note("Workerman 5", why or "port %d is in use" % busy)
+            workerman = None
+        else:
+            note = "Workerman %s (PHP, event extension) measured in this run: %s" % (
+                workerman.version(), " ".join(workerman.argv("ws_echo.php")))
+        print(note, file=sys.stderr)
+    for name in ("aiohttp", "websockets"):
+        if name in names and importlib.util.find_spec(name) is None:
+            names.remove(name)
+            note += " %s not measured: not installed (pip install %s)." % (name, name)
     report = {"started": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": "%s, %d cores, Python %s" % (platform.platform(), os.cpu_count(),
                                                       platform.python_version()),
               "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
               "load_before": os.getloadavg(), "framing": framing_costs(),
-              "long": {name: [] for name in names}, "idle": {}}
-    servers = {name: Server(name, args.processes) for name in names}
+              "long": {name: [] for name in names}, "idle": {}, "workerman_note": note}
+    servers = {name: Server(name, args.processes, workerman) for name in names}
     try:
         for server in servers.values():
             server.start()
@@ -401,20 +429,34 @@ def table(report, args):
              "server, median of %d rounds of %gs" % (
                  args.connections, len(args.payload.encode()), args.processes, args.rounds,
                  args.duration),
-             "", "| server | msg/s | vs aiohttp | server CPU per message | "
-             "KB per idle connection |", "|---|---|---|---|---|"]
+             "", "| server | msg/s | vs aiohttp | geventman / it | server CPU per message "
+             "| KB per idle connection |", "|---|---|---|---|---|---|"]
     rates = {name: median([r["rate"] for r in runs]) for name, runs in report["long"].items()}
+    cpus = {name: median([r["cpu_us"] for r in runs if "cpu_us" in r])
+            for name, runs in report["long"].items()}
     aiohttp = rates.get("aiohttp")
+    ours = rates.get("geventman")
     for name, runs in report["long"].items():
-        cpu = median([r["cpu_us"] for r in runs if "cpu_us" in r])
+        cpu = cpus[name]
         idle = report["idle"].get(name, {})
-        lines.append("| %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (
             name, "{:,.0f}".format(rates[name]),
             "%.2fx" % (rates[name] / aiohttp) if aiohttp else "-",
+            "%.2fx" % (ours / rates[name]) if ours and name != "geventman" else "-",
             "%.1f µs" % cpu if cpu else "-",
             "%.1f (%d opened)" % (idle["kb_per_connection"], idle["opened"]) if idle else "-"))
-    lines.append("| Workerman 5 (DESIGN.md, earlier) | {:,} | - | - | {} |".format(
-        WORKERMAN["rate"], WORKERMAN["idle_kb"]))
+    if "workerman" not in rates:
+        lines.append("| Workerman 5 (DESIGN.md, earlier) | {:,} | - | - | - | {} |".format(
+            WORKERMAN["rate"], WORKERMAN["idle_kb"]))
+    if ours and rates.get("workerman") and cpus.get("geventman") and cpus.get("workerman"):
+        lines += ["", "geventman / Workerman 5, same run: %.2fx msg/s (target 1.0x: %s); "
+                  "server CPU per message %.1f / %.1f µs (target: at or below: %s)." % (
+                      ours / rates["workerman"],
+                      "met" if ours >= rates["workerman"] else "MISSED",
+                      cpus["geventman"], cpus["workerman"],
+                      "met" if cpus["geventman"] <= cpus["workerman"] else "MISSED")]
+    if report.get("workerman_note"):
+        lines += ["", report["workerman_note"]]
     lines += ["", "Framing layer alone, CPU per echo (in process, no sockets): " + ", ".join(
         "%s %.2f µs" % item for item in report["framing"].items()),
         "", "Rounds (msg/s): " + "; ".join(
