@@ -63,7 +63,8 @@ class GatewayApi(Calls):
     def send_to_current_client(self, data, raw=False):
         context = _current()
         body, flags = _message(data, raw)
-        business.BusinessWorker.current.flush_session()
+        if context.session != context.before:
+            business.BusinessWorker.current.flush_session()
         return context.link.send_soon(pack(Cmd.SEND_TO_ONE, context.connection_id, b"", body,
                                            flags)) is not False
 

@@ -126,6 +126,8 @@ class BusinessWorker(Worker):
     def _business_on_worker_start(self, worker):
         BusinessWorker.current = self
         self.events = load_events(self.event_handler, self.app_dir, self.app_name)
+        for name in ("on_connect", "on_message", "on_close", "on_websocket_connect"):
+            setattr(self, "_" + name, getattr(self.events, name, None))
         self._store = Store.open()
         self._background = [gevent.spawn(self._watch_store), gevent.spawn(self._watchdog)]
         call(getattr(self.events, "on_worker_start", None), self)
@@ -276,23 +278,22 @@ class BusinessWorker(Worker):
 
     def _handle(self, link, packet):
         cmd = packet.cmd
-        events = self.events
         client_id = link.client_id(packet.connection_id)
         if cmd == Cmd.MESSAGE:
-            handler, args = getattr(events, "on_message", None), (client_id, packet.data)
+            handler, args = self._on_message, (client_id, packet.data)
         elif cmd == Cmd.CONNECT:
-            handler, args = getattr(events, "on_connect", None), (client_id,)
+            handler, args = self._on_connect, (client_id,)
         elif cmd == Cmd.CLOSE:
-            handler, args = getattr(events, "on_close", None), (client_id,)
+            handler, args = self._on_close, (client_id,)
         else:
-            handler = getattr(events, "on_websocket_connect", None)
-            args = (client_id, wire.loads(packet.body))
+            handler, args = self._on_websocket_connect, (client_id, wire.loads(packet.body))
         self.handled += 1
         if handler is not None:
             self._run(link, packet, client_id, handler, args)
         if cmd == Cmd.CLOSE:
             link.ids.pop(packet.connection_id, None)
-            self._stale.pop((link, packet.connection_id), None)
+            if self._stale:
+                self._stale.pop((link, packet.connection_id), None)
 
     def _run(self, link, packet, client_id, handler, args):
         raw = packet.ext
