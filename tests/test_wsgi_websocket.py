@@ -304,3 +304,82 @@ def test_limits_and_counters(project):
     status = _process_status(project)
     assert status["throw_exception"] == 1
     assert status["total_request"] >= 6
+
+
+# -- Flask-SocketIO (python-engineio's gevent driver on environ["wsgi.websocket"]) ----
+
+SOCKETIO_APP = """
+from flask import Flask, request
+from flask_socketio import SocketIO, emit, join_room
+
+app = Flask(__name__)
+socketio = SocketIO(app, async_mode="gevent")
+
+
+@socketio.on("echo")
+def echo(data):
+    emit("echo", data)
+
+
+@socketio.on("join")
+def join(room):
+    join_room(room)
+    emit("joined", room)
+
+
+@socketio.on("say")
+def say(data):
+    emit("said", data["text"], to=data["room"])
+
+
+@socketio.on("transport")
+def transport():
+    # The environ of this Socket.IO connection: the WebSocket request's, if it is one.
+    return "websocket" if request.environ.get("wsgi.websocket") else "polling"
+"""
+
+SOCKETIO_INDEX = """
+from chat import app as application
+"""
+
+
+def socketio_client(port, events):
+    socketio = pytest.importorskip("socketio")
+    client = socketio.Client(reconnection=False)
+    for name in ("echo", "joined", "said"):
+        client.on(name, (lambda name: lambda data: events.append((name, data)))(name))
+    client.connect("http://127.0.0.1:%d" % port, transports=["websocket"], wait_timeout=5)
+    return client
+
+
+def test_flask_socketio_over_websocket(project):
+    pytest.importorskip("flask_socketio")
+    port = free_port()
+    project.app("site", START % {"port": port}, www__index_py=SOCKETIO_INDEX,
+                www__chat_py=SOCKETIO_APP)
+    project.start(ports=[port])
+    first_events, second_events, third_events = [], [], []
+    first = socketio_client(port, first_events)
+    second = socketio_client(port, second_events)
+    third = socketio_client(port, third_events)
+    try:
+        assert first.transport() == "websocket"
+        assert first.call("transport", timeout=5) == "websocket"
+        first.emit("echo", {"n": 1, "text": "héllo"})
+        wait_until(lambda: first_events, message="the echo")
+        assert first_events == [("echo", {"n": 1, "text": "héllo"})]
+        for client, events in ((first, first_events), (second, second_events)):
+            client.emit("join", "room1")
+            wait_until(lambda: ("joined", "room1") in events, message="joined")
+        second.emit("say", {"room": "room1", "text": "to the room"})
+        wait_until(lambda: ("said", "to the room") in first_events
+                   and ("said", "to the room") in second_events, message="the room")
+        third.emit("echo", "third")          # not in the room: only its own echo
+        wait_until(lambda: third_events, message="third's echo")
+        assert third_events == [("echo", "third")]
+    finally:
+        for client in (first, second, third):
+            client.disconnect()
+    wait_until(lambda: _process_status(project)["connections"] == 0,
+               message="the WebSockets closed")
+    assert "Traceback" not in project.log()
