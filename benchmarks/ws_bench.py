@@ -43,6 +43,9 @@ REPO = os.path.dirname(HERE)
 LOADGEN = os.path.join(HERE, "bin", "wsloadgen")
 RESULTS = os.path.join(HERE, "results")
 SERVERS = ("geventman", "aiohttp", "websockets")
+#: Also available with --servers: the same WSGI echo app (environ["wsgi.websocket"])
+#: in geventman's WebServer and under gevent.pywsgi + gevent-websocket's handler.
+WSGI_SERVERS = ("geventman-wsgi", "pywsgi-gws")
 
 # DESIGN.md section 6, measured earlier on this machine (not in this run).
 WORKERMAN = {"rate": 228942, "idle_kb": 5.5}
@@ -58,6 +61,27 @@ worker.on_message = lambda connection, data: connection.send(data)
 """
 
 
+# gevent-websocket's interface: the same app for geventman-wsgi and pywsgi-gws.
+WSGI_ECHO = """
+def application(environ, start_response):
+    ws = environ["wsgi.websocket"]
+    while True:
+        message = ws.receive()
+        if message is None:
+            return []
+        ws.send(message)
+"""
+
+WSGI_START = """
+from geventman import WebServer
+
+web = WebServer("http://127.0.0.1:%d")
+web.name = "wsgiecho"
+web.count = %d
+web.add_root("127.0.0.1", "www")
+"""
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
@@ -70,7 +94,8 @@ def parse_args(argv=None):
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--payload", default="hello websocket!", help="text, <= 125 bytes")
     parser.add_argument("--framing-only", action="store_true")
-    parser.add_argument("--serve", choices=("aiohttp", "websockets"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=("aiohttp", "websockets", "pywsgi-gws"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -85,7 +110,7 @@ def serve(name, port, processes):
         pid = os.fork()
         if pid == 0:
             try:
-                (serve_aiohttp if name == "aiohttp" else serve_websockets)(port)
+                PEERS[name](port)
             finally:
                 os._exit(0)
         children.append(pid)
@@ -146,6 +171,24 @@ def serve_websockets(port):
             await asyncio.Future()
 
     asyncio.run(main())
+
+
+def serve_pywsgi(port):
+    """gevent.pywsgi with gevent-websocket's WebSocketHandler: how gevent users served
+    WSGI WebSockets before."""
+    from gevent import monkey
+    monkey.patch_all()
+    from gevent.pywsgi import WSGIServer
+    from geventwebsocket.handler import WebSocketHandler
+    scope = {}
+    exec(WSGI_ECHO, scope)
+    server = WSGIServer(reuse_port_socket(port), scope["application"],
+                        handler_class=WebSocketHandler, log=None, error_log=None)
+    server.serve_forever()
+
+
+PEERS = {"aiohttp": serve_aiohttp, "websockets": serve_websockets,
+         "pywsgi-gws": serve_pywsgi}
 
 
 # -- framing costs, in process ---------------------------------------------------------
@@ -244,12 +287,16 @@ class Server:
         self.process = None
 
     def start(self):
-        if self.name == "geventman":
+        if self.name.startswith("geventman"):
             self.root = tempfile.mkdtemp(prefix="geventman-wsbench-")
             shutil.copy(os.path.join(REPO, "start.py"), self.root)
-            os.makedirs(os.path.join(self.root, "applications", "wsecho"))
-            with open(os.path.join(self.root, "applications", "wsecho", "start.py"), "w") as f:
-                f.write(ECHO_APP % (self.port, self.processes))
+            app = os.path.join(self.root, "applications", "wsecho")
+            os.makedirs(os.path.join(app, "www"))
+            with open(os.path.join(app, "start.py"), "w") as f:
+                f.write((WSGI_START if self.name == "geventman-wsgi" else ECHO_APP) %
+                        (self.port, self.processes))
+            with open(os.path.join(app, "www", "index.py"), "w") as f:
+                f.write(WSGI_ECHO)
             command = [sys.executable, "start.py", "start"]
         else:
             command = [sys.executable, os.path.abspath(__file__), "--serve", self.name,
@@ -299,7 +346,7 @@ class Server:
     def stop(self):
         if self.process is None:
             return
-        if self.name == "geventman":
+        if self.name.startswith("geventman"):
             subprocess.run([sys.executable, "start.py", "stop"], cwd=self.root,
                            capture_output=True, timeout=30)
         pids = [process.pid for process in self.tree()]

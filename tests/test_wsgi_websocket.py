@@ -104,6 +104,13 @@ def application(environ, start_response):
         except Exception as error:
             note("then %s: %s" % (type(error).__name__, error))
         return []
+    if path == "/timeout":
+        import gevent
+        with gevent.Timeout(0.05, False):    # a receive() given up on, then a real one
+            ws.receive()
+        ws.send("timed out")
+        ws.send(ws.receive())
+        return []
     if path == "/close":
         ws.close(4001, b"app says bye")
         return []
@@ -187,6 +194,11 @@ def test_the_object_and_a_clean_close_when_the_app_returns(project):
     opcode, payload = ws.recv_data(control_frame=True)
     assert opcode == websocket_client.ABNF.OPCODE_CLOSE
     assert payload[:2] == (1000).to_bytes(2, "big")   # the app returned: 1000
+
+    ws = websocket_client.create_connection(url(port, "/timeout"), timeout=5)
+    assert ws.recv() == "timed out"
+    ws.send("after the timeout")
+    assert ws.recv() == "after the timeout"
 
     ws = websocket_client.create_connection(url(port, "/close"), timeout=5)
     opcode, payload = ws.recv_data(control_frame=True)
