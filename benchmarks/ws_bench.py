@@ -16,6 +16,10 @@ One command does everything:
 * memory: RSS of the server processes before and after ``--idle`` connections are
   opened (each does the handshake and one echo, then stays idle).
 
+``--servers geventman-wsgi,pywsgi-gws`` adds (or selects) the same WSGI app on
+``environ["wsgi.websocket"]`` in geventman's WebServer and under gevent.pywsgi with
+gevent-websocket's WebSocketHandler.
+
 Every server runs ``--processes`` processes: geventman a websocket:// echo worker with
 ``count = processes`` in a throwaway project, aiohttp and websockets one process each
 on a SO_REUSEPORT socket (this file with ``--serve NAME``). The load average is

@@ -99,8 +99,7 @@ def _run(application, socket):
         if not socket.closed:
             _failed(socket)
         else:  # the usual way a gevent-websocket app learns that its peer left
-            log("WSGI WebSocket %s: %s after the close" % (socket.environ.get("PATH_INFO"),
-                                                           error))
+            log("WSGI WebSocket %r: %s after the close" % (socket.path, error))
     except CALLBACK_ERRORS:
         _failed(socket)
     finally:

@@ -30,6 +30,11 @@ import json
 from collections import OrderedDict
 
 from geventwebsocket import Resource, WebSocketApplication
+from geventwebsocket.protocols.base import BaseProtocol
+
+
+class ChatProtocol(BaseProtocol):
+    PROTOCOL_NAME = "chat.v1"
 
 
 class Echo(WebSocketApplication):
@@ -40,6 +45,8 @@ class Echo(WebSocketApplication):
 
 
 class Chat(WebSocketApplication):
+    protocol_class = ChatProtocol      # Resource.app_protocol() offers it
+
     def on_open(self):
         self.broadcast({"joined": self.ws.handler.client_address[1]})
 
@@ -156,7 +163,9 @@ def test_resource_echo_broadcast_and_plain_http(project):
     echo.send(big)
     assert echo.recv() == big
 
-    first = websocket_client.create_connection(url(port, "/chat"), timeout=5)
+    first = websocket_client.create_connection(url(port, "/chat"), timeout=5,
+                                               subprotocols=["other", "chat.v1"])
+    assert first.getsubprotocol() == "chat.v1"
     first_port = first.sock.getsockname()[1]
     assert json.loads(first.recv()) == {"joined": first_port}
     second = websocket_client.create_connection(url(port, "/chat"), timeout=5)
@@ -293,12 +302,13 @@ def test_limits_and_counters(project):
     # reads everything and the app finishes.
     events = project.path("applications", "site", "www", "events.log")
     slow = raw_handshake(port, "/flood?400")
-    assert read_head(slow).startswith(b"HTTP/1.1 101 ")
+    head = read_head(slow)
+    assert head.startswith(b"HTTP/1.1 101 ")
     other = websocket_client.create_connection(url(port, "/until-gone"), timeout=5)
     other.send("others are served meanwhile")
     assert other.recv() == "others are served meanwhile"
     assert not os.path.exists(events) or "flood" not in open(events).read()
-    received = 0
+    received = len(head) - head.index(b"\r\n\r\n") - 4   # frames read with the head
     slow.settimeout(10)
     while received < 400 * (65536 + 4):
         chunk = slow.recv(1 << 20)
