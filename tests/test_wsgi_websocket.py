@@ -264,9 +264,30 @@ def read_head(sock):
     return data
 
 
+def test_raw_head_is_the_head_as_sent():
+    from geventman.protocols.http import parser
+    from geventman.protocols.http.request import Request
+    from geventman.wsgi_websocket import _raw_head, wants_websocket
+    sent = (b"GET /chat?room=1 HTTP/1.1\r\nHost: localhost\r\nUpgrade: WebSocket\r\n"
+            b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: x\r\n\r\n")
+    request = Request(parser.read_head(sent + b"\x81\x80", parser.ParseState()), None)
+    assert _raw_head(request) == sent
+    assert wants_websocket(request)
+
+
 def test_handshake_checks_as_websocket_scheme(project):
     port = free_port()
+    project.write("applications/site/www/page.txt", "a static file\n")
     make_site(project, port, RAW_APP)
+    # Upgrade to a static file: no WebSocket there, the file is served as HTTP.
+    sock = raw_handshake(port, "/page.txt")
+    answer = read_head(sock)
+    while not answer.endswith(b"a static file\n"):
+        chunk = sock.recv(4096)
+        assert chunk, answer
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    sock.close()
     sock = raw_handshake(port, version=b"8")
     assert read_head(sock).startswith(b"HTTP/1.1 426 ")
     sock.close()
