@@ -16,6 +16,10 @@ One command does everything:
 * memory: RSS of the server processes before and after ``--idle`` connections are
   opened (each does the handshake and one echo, then stays idle).
 
+``--servers geventman-wsgi,pywsgi-gws`` adds (or selects) the same WSGI app on
+``environ["wsgi.websocket"]`` in geventman's WebServer and under gevent.pywsgi with
+gevent-websocket's WebSocketHandler.
+
 Every server runs ``--processes`` processes: geventman a websocket:// echo worker with
 ``count = processes`` in a throwaway project, aiohttp and websockets one process each
 on a SO_REUSEPORT socket (this file with ``--serve NAME``), Workerman 5 its websocket
@@ -49,6 +53,9 @@ REPO = os.path.dirname(HERE)
 LOADGEN = os.path.join(HERE, "bin", "wsloadgen")
 RESULTS = os.path.join(HERE, "results")
 SERVERS = ("geventman", "workerman", "aiohttp", "websockets")
+#: Also available with --servers: the same WSGI echo app (environ["wsgi.websocket"])
+#: in geventman's WebServer and under gevent.pywsgi + gevent-websocket's handler.
+WSGI_SERVERS = ("geventman-wsgi", "pywsgi-gws")
 
 # DESIGN.md section 6, measured earlier on this machine; shown when Workerman is not
 # measured in this run.
@@ -65,6 +72,27 @@ worker.on_message = lambda connection, data: connection.send(data)
 """
 
 
+# gevent-websocket's interface: the same app for geventman-wsgi and pywsgi-gws.
+WSGI_ECHO = """
+def application(environ, start_response):
+    ws = environ["wsgi.websocket"]
+    while True:
+        message = ws.receive()
+        if message is None:
+            return []
+        ws.send(message)
+"""
+
+WSGI_START = """
+from geventman import WebServer
+
+web = WebServer("http://127.0.0.1:%d")
+web.name = "wsgiecho"
+web.count = %d
+web.add_root("127.0.0.1", "www")
+"""
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
@@ -77,7 +105,8 @@ def parse_args(argv=None):
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--payload", default="hello websocket!", help="text, <= 125 bytes")
     parser.add_argument("--framing-only", action="store_true")
-    parser.add_argument("--serve", choices=("aiohttp", "websockets"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=("aiohttp", "websockets", "pywsgi-gws"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -92,7 +121,7 @@ def serve(name, port, processes):
         pid = os.fork()
         if pid == 0:
             try:
-                (serve_aiohttp if name == "aiohttp" else serve_websockets)(port)
+                PEERS[name](port)
             finally:
                 os._exit(0)
         children.append(pid)
@@ -153,6 +182,24 @@ def serve_websockets(port):
             await asyncio.Future()
 
     asyncio.run(main())
+
+
+def serve_pywsgi(port):
+    """gevent.pywsgi with gevent-websocket's WebSocketHandler: how gevent users served
+    WSGI WebSockets before."""
+    from gevent import monkey
+    monkey.patch_all()
+    from gevent.pywsgi import WSGIServer
+    from geventwebsocket.handler import WebSocketHandler
+    scope = {}
+    exec(WSGI_ECHO, scope)
+    server = WSGIServer(reuse_port_socket(port), scope["application"],
+                        handler_class=WebSocketHandler, log=None, error_log=None)
+    server.serve_forever()
+
+
+PEERS = {"aiohttp": serve_aiohttp, "websockets": serve_websockets,
+         "pywsgi-gws": serve_pywsgi}
 
 
 # -- framing costs, in process ---------------------------------------------------------
@@ -256,12 +303,16 @@ class Server:
         if self.name == "workerman":
             command = self.workerman.argv("ws_echo.php")
             env = self.workerman.env(self.processes, PEER_PORT=self.port)
-        elif self.name == "geventman":
+        elif self.name.startswith("geventman"):
             self.root = tempfile.mkdtemp(prefix="geventman-wsbench-")
             shutil.copy(os.path.join(REPO, "start.py"), self.root)
-            os.makedirs(os.path.join(self.root, "applications", "wsecho"))
-            with open(os.path.join(self.root, "applications", "wsecho", "start.py"), "w") as f:
-                f.write(ECHO_APP % (self.port, self.processes))
+            app = os.path.join(self.root, "applications", "wsecho")
+            os.makedirs(os.path.join(app, "www"))
+            with open(os.path.join(app, "start.py"), "w") as f:
+                f.write((WSGI_START if self.name == "geventman-wsgi" else ECHO_APP) %
+                        (self.port, self.processes))
+            with open(os.path.join(app, "www", "index.py"), "w") as f:
+                f.write(WSGI_ECHO)
             command = [sys.executable, "start.py", "start"]
         else:
             command = [sys.executable, os.path.abspath(__file__), "--serve", self.name,
@@ -310,7 +361,7 @@ class Server:
     def stop(self):
         if self.process is None:
             return
-        if self.name == "geventman":
+        if self.name.startswith("geventman"):
             subprocess.run([sys.executable, "start.py", "stop"], cwd=self.root,
                            capture_output=True, timeout=30)
         pids = [process.pid for process in self.tree()]

@@ -27,6 +27,7 @@ from geventman.protocols.http.context import EndRequest
 from geventman.protocols.http.response import REASONS, Response
 from geventman.runtime import statistics
 from geventman.worker import Worker
+from geventman import wsgi_websocket
 
 ENTRY = "index.py"
 _HIDDEN_SUFFIXES = (".pyc", ".pyo", ".pyw", ".pyd")
@@ -165,6 +166,8 @@ def run_entry(connection, request, root, path):
         log_exception("loading %s failed" % path)
         return connection.send(_plain(500))
     if kind == "wsgi":
+        if wsgi_websocket.wants_websocket(request):
+            return wsgi_websocket.serve(connection, request, target)
         return _run_wsgi(connection, request, target)
     return _run_script(connection, request, path, target)
 

@@ -6,7 +6,7 @@ python3 -m pip install -q -e '.[test]'
 # Debian packages used by some tests (only installed when missing).
 need=()
 command -v gcc >/dev/null || need+=(gcc)
-[ -x /usr/bin/chromium ] || need+=(chromium)              # tests/test_websocket_browser.py
+[ -x /usr/bin/chromium ] || need+=(chromium)  # test_websocket_browser.py, test_wsgi_websocket_browser.py
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v redis-server >/dev/null || need+=(redis-server)  # tests/test_http_session_redis.py, test_gateway_distributed.py
 command -v memcached >/dev/null || need+=(memcached)        # tests/test_gateway_distributed.py

@@ -367,7 +367,10 @@ class TcpConnection:
             return
         self._paused = False
         if self.state is ESTABLISHED and self._read_watcher is not None and not self._busy:
+            if not self._recv_buffer:
+                return self._arm()  # nothing read is waiting: only the watcher to restart
             get_hub().loop.run_callback(run_in_runner, self._resume)
+        return None
 
     # -- writing ---------------------------------------------------------------
 

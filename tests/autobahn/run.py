@@ -4,6 +4,8 @@
     python tests/autobahn/run.py --fast          # 1-7 and 10 (what CI runs), a few seconds
     python tests/autobahn/run.py -i '12.*' -p 4  # a selection (kosoku globs)
     python tests/autobahn/run.py --markdown docs-summary.md
+    python tests/autobahn/run.py --wsgi          # the same against a WSGI echo app behind
+                                                 # WebServer (tests/autobahn/wsgi_echo)
 
 The server is a throwaway project (the repository's start.py plus the echo app) on a
 free loopback port, started with ``start.py start`` and stopped by pid. The cases run
@@ -51,16 +53,16 @@ def wait_port(port, process, timeout=20.0):
 class EchoServer:
     """The echo app in a temporary project; ``with EchoServer() as port: ...``."""
 
-    def __init__(self, deflate=True):
+    def __init__(self, deflate=True, app="echo"):
         self.deflate = deflate
+        self.app = app    # "echo": websocket://; "wsgi_echo": environ["wsgi.websocket"]
         self.root = tempfile.mkdtemp(prefix="geventman-autobahn-")
         self.process = None
 
     def __enter__(self):
         shutil.copy(os.path.join(REPO, "start.py"), self.root)
         app = os.path.join(self.root, "applications", "autobahn")
-        os.makedirs(app)
-        shutil.copy(os.path.join(HERE, "echo", "start.py"), app)
+        shutil.copytree(os.path.join(HERE, self.app), app)
         self.port = free_port()
         env = dict(os.environ, GEVENTMAN_AUTOBAHN_PORT=str(self.port),
                    GEVENTMAN_AUTOBAHN_DEFLATE="1" if self.deflate else "0",
@@ -167,6 +169,8 @@ def main(argv=None):
     parser.add_argument("--fast", action="store_true", help="sections 1-7 and 10 only")
     parser.add_argument("--no-deflate", action="store_true",
                         help="switch permessage-deflate off (12.x/13.x: UNIMPLEMENTED)")
+    parser.add_argument("--wsgi", action="store_true",
+                        help="serve the cases from a WSGI app (environ['wsgi.websocket'])")
     parser.add_argument("-o", "--outdir", help="keep kosoku's reports here")
     parser.add_argument("--markdown", help="write the summary table to this file")
     args = parser.parse_args(argv)
@@ -174,7 +178,8 @@ def main(argv=None):
     outdir = args.outdir or tempfile.mkdtemp(prefix="geventman-autobahn-reports-")
     os.makedirs(outdir, exist_ok=True)
     started = time.monotonic()
-    with EchoServer(deflate=not args.no_deflate) as port:
+    with EchoServer(deflate=not args.no_deflate,
+                    app="wsgi_echo" if args.wsgi else "echo") as port:
         results = run_cases(port, outdir, args.include, exclude, args.parallelism)
     elapsed = time.monotonic() - started
     table = summary(results)
