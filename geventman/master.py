@@ -15,7 +15,7 @@ import gevent
 import gevent.os
 import gevent.queue
 
-from geventman import pidfile, proctitle, signals, status
+from geventman import monitor, pidfile, proctitle, signals, status
 from geventman.log import log, log_exception
 from geventman.timer import Timer
 from geventman.version import __version__
@@ -35,6 +35,8 @@ def count_exit(exits, name, code):
 
 
 class Master:
+    watch = False   # reload on edits of applications/*.py (geventman/monitor.py)
+
     def __init__(self, workers, config, start_file):
         self.workers = list(workers)
         self.config = config
@@ -76,6 +78,8 @@ class Master:
         for index, worker in enumerate(self.workers):
             for slot in range(worker.count):
                 self.spawn(index, worker, slot)
+        if self.watch:
+            monitor.start(self)
         try:
             self._loop()
         finally:
