@@ -5,8 +5,10 @@ JSON websocket client that skips the gateway's pings."""
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
+import time
 
 import websocket as websocket_client   # websocket-client
 
@@ -14,17 +16,19 @@ from conftest import REPO, Project, free_port
 
 
 def free_port_run(count):
-    """The first of ``count`` consecutive free ports (a gateway's inner ports)."""
-    for _ in range(50):
-        first = free_port()
-        if first + count > 65535:
-            continue
+    """The first of ``count`` consecutive free ports (a gateway's inner ports), below
+    the ephemeral range so that no outgoing connection takes one meanwhile; probed
+    with SO_REUSEADDR as the gateway binds them (TIME_WAIT leftovers do not count)."""
+    for _ in range(100):
+        first = random.randrange(20000, 32000 - count)
         socks = []
         try:
             for port in range(first, first + count):
                 sock = socket.socket()
                 socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(("127.0.0.1", port))
+                sock.listen()
             return first
         except OSError:
             continue
@@ -114,12 +118,21 @@ class JsonClient:
             if not (skip_pings and data.get("type") == "ping"):
                 return data
 
-    def recv_type(self, kind):
-        """The next message of type ``kind``; other kinds on the way are dropped."""
-        while True:
-            data = self.recv()
-            if data.get("type") == kind:
-                return data
+    def recv_type(self, kind, timeout=10):
+        """The next message of type ``kind`` within ``timeout`` seconds; other kinds
+        on the way are dropped."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("no %r message within %ss" % (kind, timeout))
+                self.ws.settimeout(remaining)
+                data = self.recv(skip_pings=False)   # so the deadline is looked at
+                if data.get("type") == kind:
+                    return data
+        finally:
+            self.ws.settimeout(10)
 
     def nothing_more(self, timeout=0.5):
         """True if no message but pings arrives within ``timeout`` seconds."""
