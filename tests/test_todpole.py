@@ -34,7 +34,8 @@ def test_update_and_message_go_to_everyone_else(todpole):
             assert other.recv_type("message") == {"type": "message", "id": one.id,
                                                   "message": "hello <pond>"}
         two.send({"type": "update", "x": 1, "y": 2, "angle": 0, "momentum": 0})
-        assert one.recv_type("update")["name"] == "Guest." + two.id[-4:]  # its own news came not back
+        # one's own update never came back to it: the next one it gets is two's.
+        assert one.recv_type("update")["name"] == "Guest." + two.id[-4:]
         assert three.recv_type("update")["id"] == two.id
 
 

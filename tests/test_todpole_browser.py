@@ -90,7 +90,9 @@ def canvas_has_drawing(page):
         const c = document.getElementById('pond');
         const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         const seen = new Set();
-        for (let i = 0; i < data.length; i += 4 * 7) seen.add(data[i] << 16 | data[i+1] << 8 | data[i+2]);
+        for (let i = 0; i < data.length; i += 4 * 7) {
+          seen.add(data[i] << 16 | data[i + 1] << 8 | data[i + 2]);
+        }
         return seen.size; }""")
     assert colours > 200, colours
 
