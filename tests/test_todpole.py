@@ -85,3 +85,18 @@ def test_the_page_learns_the_gateway_port(todpole):
     with urllib.request.urlopen(todpole.url, timeout=10) as answer:
         assert b"<canvas" in answer.read()
     assert "Traceback" not in todpole.project.log()
+
+
+def test_ping_and_a_silent_tadpole_leaves_the_pond(tmp_path_factory):
+    env = {"TODPOLE_PING_INTERVAL": 0.5}   # the app's default is 10 s
+    with running_demo(tmp_path_factory, "todpole", "TODPOLE", env) as pond:
+        with join(pond) as polite, join(pond) as silent:
+            silent.answer_pings = False
+            assert polite.recv_type("ping") == {"type": "ping"}   # answered with a pong
+            while True:   # dropped after two silent intervals: everyone hears it
+                closed = polite.recv_type("closed")
+                if closed["id"] == silent.id:
+                    break
+            with join(pond) as newcomer:   # the polite one is still in the pond
+                polite.send({"type": "message", "message": "still swimming"})
+                assert newcomer.recv_type("message")["id"] == polite.id
