@@ -22,7 +22,8 @@ Commands:
   status [-d] [--json]  show the status (-d: refresh every second)
   connections       list the connections of every process
 Options:
-  --app NAME        only the application applications/NAME (repeatable)"""
+  --app NAME        only the application applications/NAME (repeatable)
+  --watch           start: reload when a .py file under applications/ changes"""
 
 
 class Command:
@@ -30,6 +31,7 @@ class Command:
         self.name, self.daemon, self.graceful, self.json = name, daemon, graceful, json
         self.apps = list(apps)
         self.workers = []  # the Worker objects to start; main() fills it
+        self.watch = False
 
     @property
     def starts(self):
@@ -58,6 +60,8 @@ def parse(argv):
             command.graceful = True
         elif arg == "--json":
             command.json = True
+        elif arg == "--watch":
+            command.watch = True
         elif arg == "--app" and args:
             command.apps.append(args.pop(0))
         else:
@@ -137,6 +141,7 @@ def do_start(command, config, start_file):
     report.finish(0)
     if detached:
         _redirect_std(config.stdout_file)
+    master.watch = command.watch or (config.file_monitor and not detached)
     return master.run()
 
 

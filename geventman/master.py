@@ -16,7 +16,7 @@ import gevent
 import gevent.os
 import gevent.queue
 
-from geventman import log as logging, pidfile, proctitle, reserve, signals, status
+from geventman import log as logging, monitor, pidfile, proctitle, reserve, signals, status
 from geventman.limits import raise_open_file_limit
 from geventman.log import log, log_exception
 from geventman.timer import Timer
@@ -37,6 +37,8 @@ def count_exit(exits, name, code):
 
 
 class Master:
+    watch = False   # reload on edits of applications/*.py (geventman/monitor.py)
+
     def __init__(self, workers, config, start_file, foreground=True):
         self.workers = list(workers)
         self.foreground = foreground
@@ -85,6 +87,8 @@ class Master:
         for index, worker in enumerate(self.workers):
             for slot in range(worker.count):
                 self.spawn(index, worker, slot)
+        if self.watch:
+            monitor.start(self)
         try:
             self._loop()
         finally:

@@ -54,6 +54,7 @@ class Worker:
     pid_file = None      # default: geventman.pid next to start.py
     log_file = None      # default: geventman.log next to start.py
     stop_timeout = 2     # seconds a child gets to stop before SIGKILL
+    file_monitor = False  # reload on edits of applications/*.py, in the foreground
 
     _all = []            # every Worker made in this process, in order
     _running = []        # the workers serving in this child process

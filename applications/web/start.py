@@ -1,6 +1,6 @@
 """Demo: a page served by WebServer that talks to a websocket:// worker.
 
-Open http://127.0.0.1:8080/ : the page connects to ws://<host>:8282, sends the name
+Open http://127.0.0.1:8080/ : the page connects to ws://<host>:2346, sends the name
 you type and shows the answer ("tom" -> "hello tom"). /time.py is a Python page.
 """
 from geventman import WebServer, Worker
@@ -10,7 +10,7 @@ web.name = "web"
 web.count = 2
 web.add_root("localhost", "public")
 
-greeter = Worker("websocket://0.0.0.0:8282")
+greeter = Worker("websocket://0.0.0.0:2346")
 greeter.name = "greeter"
 greeter.count = 2
 greeter.on_message = lambda connection, data: connection.send("hello " + data)
