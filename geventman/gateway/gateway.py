@@ -297,12 +297,14 @@ class Gateway(Worker):
 
     def _heartbeat(self):
         limit, data = self.ping_not_response_limit, self.ping_data
-        for client in list(self.clients.values()):
+        pinged = []
+        for client in self.clients.values():
             client.silent, action = heartbeat.tick(client.silent, limit, data)
             if action is heartbeat.PING:
-                client.send(data)
+                pinged.append(client)
             elif action is heartbeat.DROP:
                 client.destroy()  # not close(): a full send buffer must not delay it
+        send_to_many(pinged, data)
 
     # -- links -----------------------------------------------------------------------
 
@@ -597,13 +599,17 @@ class Gateway(Worker):
 
 
 def broadcast(clients, packet):
-    """Send one message to many clients, encoding it once per kind of connection (one
-    WebSocket frame for every open WebSocket without compression, not one per client)."""
+    """Send a command's message to many clients (see ``send_to_many``)."""
     if packet.flags & wire.RAW:
         for client in clients:
             client.send(packet.body, True)
         return
-    data = packet.data
+    send_to_many(clients, packet.data)
+
+
+def send_to_many(clients, data):
+    """Send one message to many clients, encoding it once per kind of connection (one
+    WebSocket frame for every open WebSocket without compression, not one per client)."""
     encoded = {}
     for client in clients:
         key = shared_encoding(client)
