@@ -192,7 +192,7 @@ class Gateway(Worker):
     def _gateway_on_close(self, client):
         if client.uid is not None:
             self._unbind(client, client.uid)
-        for group in client.groups or ():
+        for group in list(client.groups or ()):  # _leave changes the set
             self._leave(client, group)
         if client.announced:
             self._forward(client, Cmd.CLOSE)
