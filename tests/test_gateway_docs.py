@@ -23,6 +23,7 @@ programs it runs is private to it.
 """
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -81,17 +82,18 @@ SCRIPTS = {match["app"]: (match["file"], match["code"])
 # -- running an example --------------------------------------------------------------
 
 def free_range(count=4):
-    """The first of ``count`` consecutive free TCP ports on 127.0.0.1."""
+    """The first of ``count`` consecutive free TCP ports on 127.0.0.1. Taken below the
+    ephemeral range: outgoing connections use every other port of that range."""
     for _ in range(200):
-        first = free_port()
-        if first + count < 65536 and all(port_open(first + k) is False and
-                                         _bindable(first + k) for k in range(count)):
+        first = random.randrange(20000, 32000)
+        if all(_bindable(first + k) for k in range(count)):
             return first
     raise AssertionError("no %d free ports in a row" % count)
 
 
 def _bindable(port):
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             return True
@@ -359,3 +361,140 @@ def test_distributed_deployment(project, tmp_path, private_tmp, kind):
         business.cleanup()
         server.kill()
         server.wait()
+
+
+# -- gateway-api.md: every call, run in a handler ----------------------------------------
+
+API_BLOCK = re.compile(r"^<!-- api-example -->\n```python\n(?P<code>.*?)^```", re.M | re.S)
+
+RUNNER_START = """
+from geventman.gateway import BusinessWorker, Gateway
+
+gateway = Gateway("websocket://127.0.0.1:PORT")
+gateway.count = 2                 # the answers of two gateways are merged
+gateway.start_port = INNER
+worker = BusinessWorker()
+worker.count = 2
+"""
+
+# Runs the steps of one block in on_message, as the current client's handler, and
+# writes what each step gave to a file (the clients may be closed by the block).
+RUNNER_EVENTS = """
+import json
+import os
+import traceback
+
+from geventman.lib import Context, Gateway
+
+
+def on_connect(client_id):
+    Gateway.send_to_current_client({"id": client_id})
+
+
+def on_message(client_id, message):
+    order = json.loads(message)
+    names = {"Gateway": Gateway, "Context": Context, "client_id": client_id,
+             "other_id": order["other_id"]}
+    results = []
+    for code, expected in order["steps"]:
+        try:
+            if expected is None:
+                exec(code, names)
+                results.append(None)
+            else:
+                value, want = eval(code, names), eval(expected, names)
+                results.append(None if value == want else "%r != %r" % (value, want))
+        except Exception:
+            results.append(traceback.format_exc())
+    with open(order["result"] + ".tmp", "w") as handle:
+        json.dump(results, handle)
+    os.rename(order["result"] + ".tmp", order["result"])
+"""
+
+
+def api_blocks():
+    return [match["code"] for match in API_BLOCK.finditer(read("gateway-api.md"))]
+
+
+def block_steps(code):
+    """A block -> [(statement, expected expression or None)] and the annotations:
+    [(client, value)] received, and the set of clients closed."""
+    import ast
+    import io
+    import tokenize
+    comments = {token.start[0]: token.string for token in
+                tokenize.generate_tokens(io.StringIO(code).readline)
+                if token.type == tokenize.COMMENT}
+    steps, receives, closed = [], [], set()
+    for statement in ast.parse(code).body:
+        expected = None
+        for note in re.split(r"\s*#\s*", comments.get(statement.end_lineno, "")):
+            if note.startswith("->"):
+                expected = note[2:].strip()
+            elif re.match(r"(me|other) <- ", note):
+                who, value = note.split(" <- ", 1)
+                receives.append((who, ast.literal_eval(value)))
+            elif re.fullmatch(r"(me|other) closed", note):
+                closed.add(note.split()[0])
+        steps.append((ast.get_source_segment(code, statement), expected))
+    return steps, receives, closed
+
+
+def received_as(ws, expected):
+    got = ws.recv()
+    if isinstance(expected, (dict, list)):
+        return json.loads(got)
+    return got
+
+
+def closed_by_server(ws):
+    """True once the server closed the WebSocket (close frame or EOF), False after 5 s."""
+    ws.settimeout(5)
+    try:
+        while ws.recv() not in ("", b""):
+            pass
+    except websocket_client.WebSocketTimeoutException:
+        return False
+    except (websocket_client.WebSocketConnectionClosedException, ConnectionError):
+        pass
+    return True
+
+
+def test_api_page(project, private_tmp):
+    blocks = api_blocks()
+    assert len(blocks) >= 30
+    port, inner = free_port(), free_range()
+    project.app("runner", RUNNER_START.replace("PORT", str(port)).replace(
+        "INNER", str(inner)), events_py=RUNNER_EVENTS)
+    project.start(ports=[port])
+    linked(private_tmp, 2)
+    clients = {}
+
+    def connect(who):
+        clients[who] = WsClient(port)
+        clients[who].id = clients[who].recv_json()["id"]
+
+    connect("me")
+    connect("other")
+    try:
+        for number, code in enumerate(blocks):
+            steps, receives, closed = block_steps(code)
+            result = project.path("result-%d.json" % number)
+            clients["me"].send({"steps": steps, "other_id": clients["other"].id,
+                                "result": result})
+            wait_until(lambda: os.path.exists(result), message="block %d run" % number)
+            with open(result) as handle:
+                outcome = json.load(handle)
+            failures = [(step, error) for step, error in zip(steps, outcome) if error]
+            assert not failures, "gateway-api.md block %d:\n%s\n%s" % (
+                number, code, failures)
+            for who, expected in receives:
+                assert received_as(clients[who].ws, expected) == expected, (number, code)
+            for who in closed:
+                assert closed_by_server(clients[who].ws), (number, who)
+                clients[who].close()
+                connect(who)
+    finally:
+        for client in clients.values():
+            client.close()
+    assert "Traceback" not in project.log()
