@@ -498,3 +498,48 @@ def test_api_page(project, private_tmp):
         for client in clients.values():
             client.close()
     assert "Traceback" not in project.log()
+
+
+# -- gateway-protocol.md -----------------------------------------------------------------
+
+PROTOCOL_BLOCK = re.compile(r"^<!-- protocol-example -->\n```python\n(?P<code>.*?)^```",
+                            re.M | re.S)
+
+
+def test_protocol_page_examples():
+    blocks = PROTOCOL_BLOCK.findall(read("gateway-protocol.md"))
+    assert len(blocks) == 3
+    for code in blocks:
+        exec(compile(code, "gateway-protocol.md", "exec"), {})
+
+
+def _table(text, title):
+    """The rows of the first table after the line ``title`` (lists of cells)."""
+    rows = []
+    for line in text[text.index(title):].splitlines()[1:]:
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif rows:
+            break
+    return rows[2:]
+
+
+def test_protocol_page_tables_match_the_code():
+    from geventman.gateway import wire
+    from geventman.gateway.gateway import Gateway
+    text = read("gateway-protocol.md")
+    header = _table(text, "## Packets")
+    offsets = [(int(row[0]), int(row[1])) for row in header if row[1].isdigit()]
+    assert offsets[-1] == (32, 4) and sum(size for _, size in offsets) == wire.HEADER_SIZE
+    assert [offset for offset, _ in offsets] == [sum(size for _, size in offsets[:k])
+                                                  for k in range(len(offsets))]
+    flags = {row[1].strip("`"): int(row[0], 16) for row in _table(text, "## Flags")}
+    assert flags == {name: getattr(wire, name) for name in ("TEXT", "RAW", "JSON",
+                                                             "HAS_DATA")}
+    documented = {}
+    for title in ("## Events", "## Commands", "## The link itself"):
+        for row in _table(text, title):
+            documented[row[1].strip("`")] = int(row[0])
+    assert documented == {cmd.name: int(cmd) for cmd in wire.Cmd}
+    queries = {row[0].strip("`") for row in _table(text, "## Queries")}
+    assert queries == set(Gateway._queries)
