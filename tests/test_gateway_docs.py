@@ -543,3 +543,52 @@ def test_protocol_page_tables_match_the_code():
     assert documented == {cmd.name: int(cmd) for cmd in wire.Cmd}
     queries = {row[0].strip("`") for row in _table(text, "## Queries")}
     assert queries == set(Gateway._queries)
+
+
+# -- porting.md: the GatewayWorker names ----------------------------------------------------
+
+GATEWAY_NAME = re.compile(r"`((?:gateway|business_worker|Store|Gateway|Context|GatewayClient)"
+                          r"(?:\.\w+)+)")
+
+
+def gatewayworker_rows():
+    text = read("porting.md")
+    rows = []
+    for line in text[text.index("## GatewayWorker"):].splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) >= 2 and not set(cells[0]) <= set("-: "):
+            rows.append(cells)
+    return rows
+
+
+def test_porting_gatewayworker_names_exist():
+    """Every geventman name the GatewayWorker section gives exists (the geventman.*
+    ones are checked by tests/test_docs.py)."""
+    from geventman.client import GatewayClient
+    from geventman.gateway import BusinessWorker, Gateway as GatewayClass, Store
+    from geventman.lib import Context, Gateway
+    from geventman.worker import Worker
+    gateway, business_worker = GatewayClass("tcp://127.0.0.1:1"), BusinessWorker()
+    Worker._all.remove(gateway)   # made only to be looked at
+    Worker._all.remove(business_worker)
+    objects = {"gateway": gateway, "business_worker": business_worker, "Store": Store,
+               "Gateway": Gateway, "Context": Context, "GatewayClient": GatewayClient}
+    rows = gatewayworker_rows()
+    assert len(rows) > 120, "the GatewayWorker tables look truncated"
+    checked = 0
+    for old, ours, *_ in rows:
+        if "not implemented" in ours.lower():
+            continue
+        for dotted in GATEWAY_NAME.findall(ours):
+            head, *rest = dotted.split(".")
+            value = objects[head]
+            for part in rest:
+                assert hasattr(value, part), "porting.md: %s -> %s" % (old, dotted)
+                value = getattr(value, part)
+            checked += 1
+    assert checked > 80
+    # Every call of the API page is in the table.
+    api = set(re.findall(r"^### (\w+)\(", read("gateway-api.md"), re.M))
+    mapped = {name.split(".")[1] for name in GATEWAY_NAME.findall(read("porting.md"))
+              if name.startswith("Gateway.")}
+    assert api <= mapped, api - mapped
