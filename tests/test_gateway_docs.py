@@ -157,6 +157,15 @@ def _listed(client):
         return False
 
 
+def business_linked(project, count, links=1):
+    """Wait until ``count`` business processes each have ``links`` links (a broadcast
+    from one reaches only the gateways it is linked to)."""
+    def rows():
+        return [row for row in project.status_json()["processes"]
+                if row["name"] == "BusinessWorker" and (row["connections"] or 0) >= links]
+    wait_until(lambda: len(rows()) == count, timeout=15, message="business workers linked")
+
+
 class WsClient:
     """A blocking WebSocket client that reads JSON and skips heartbeat pings."""
 
@@ -276,6 +285,7 @@ def test_heartbeat(project, private_tmp):
 def test_push_port_and_gateway_client(project, private_tmp):
     ports = start(project, "push")
     client = linked(private_tmp, 1)
+    business_linked(project, 2)   # worker 0, the pusher, reaches the gateway
     with pytest.raises(websocket_client.WebSocketBadStatusException) as refused:
         WsClient(ports[7290], "/?uid=7&token=wrong")
     assert refused.value.status_code == 403
@@ -359,6 +369,7 @@ def test_distributed_deployment(project, tmp_path, private_tmp, kind):
         assert "Traceback" not in project.log() + business.log()
     finally:
         business.cleanup()
+        project.cleanup()      # before the Store goes: gateways leave it as they stop
         server.kill()
         server.wait()
 
@@ -468,6 +479,7 @@ def test_api_page(project, private_tmp):
         "INNER", str(inner)), events_py=RUNNER_EVENTS)
     project.start(ports=[port])
     linked(private_tmp, 2)
+    business_linked(project, 2, links=2)
     clients = {}
 
     def connect(who):
