@@ -75,7 +75,7 @@ def collect(doc):
 
 
 EXAMPLES = collect("gateway.md")
-SCRIPTS = {match["app"]: (match["file"], match["code"])
+SCRIPTS = {match["file"]: (match["app"], match["code"])
            for match in SCRIPT.finditer(read("gateway.md"))}
 
 
@@ -197,7 +197,8 @@ class WsClient:
 def test_the_chapter_has_its_examples():
     assert set(EXAMPLES) == {"chat", "heartbeat", "push", "deploy-gateway",
                              "deploy-business"}
-    assert set(SCRIPTS) == {"push"}
+    assert SCRIPTS.keys() == {"notify.py", "shop.py"}
+    assert {app for app, _ in SCRIPTS.values()} == {"push"}
 
 
 def chat_session(port):
@@ -303,17 +304,36 @@ def test_push_port_and_gateway_client(project, private_tmp):
             assert page.recv() == "hi"
             reader.close()
         # The cron job of the GatewayClient section, in a plain python process.
-        name, code = SCRIPTS["push"]
-        with open(project.path(name), "w") as handle:
-            handle.write(code)
-        result = subprocess.run(
-            [sys.executable, "-c", "import runpy, sys; runpy.run_path(%r, run_name="
-             "'__main__'); assert 'gevent' not in sys.modules, 'gevent imported'" % name],
-            cwd=project.root, capture_output=True, text=True, timeout=30)
-        assert result.returncode == 0, result.stderr
+        result = run_script(project, "notify.py")
         assert result.stdout == "1\nTrue\n"
         assert page.recv() == "your order shipped"
+        # The Flask view, through Flask's test client (its app name is push's here).
+        view = ("import shop; answer = shop.app.test_client().post('/orders/42/shipped');"
+                " print(answer.status_code, answer.text)")
+        result = run_script(project, "shop.py", view, replace=('"shop"', '"push"'))
+        assert result.stdout == "200 ok\n"
+        assert json.loads(page.recv()) == {"type": "shipped"}
+        nowhere = private_tmp / "nowhere"
+        nowhere.mkdir()
+        result = run_script(project, "shop.py", view, replace=('"shop"', '"push"'),
+                            env={"TMPDIR": str(nowhere)})
+        assert result.stdout == "503 push service down\n"
     assert "Traceback" not in project.log()
+
+
+def run_script(project, name, run=None, replace=("", ""), env=None):
+    """Write a script of the docs into the project and run it (or ``run``, a line of
+    Python that imports it) with plain python; it must not import gevent."""
+    _, code = SCRIPTS[name]
+    with open(project.path(name), "w") as handle:
+        handle.write(code.replace(*replace))
+    run = run or "import runpy; runpy.run_path(%r, run_name='__main__')" % name
+    check = "; import sys; assert 'gevent' not in sys.modules, 'gevent imported'"
+    result = subprocess.run([sys.executable, "-c", run + check], cwd=project.root,
+                            capture_output=True, text=True, timeout=30,
+                            env=dict(os.environ, **(env or {})))
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 def test_gateway_client_without_gateways(private_tmp):
