@@ -223,6 +223,7 @@ def chat_session(port):
 
 def test_chat(project, private_tmp):
     ports = start(project, "chat")
+    business_linked(project, 2, links=2)
     chat_session(ports[7272])
     assert "Traceback" not in project.log()
 
@@ -385,6 +386,7 @@ def test_distributed_deployment(project, tmp_path, private_tmp, kind):
         client = linked(private_tmp, 4, driver=kind, servers=["127.0.0.1:%d" % store_port],
                         secret_key="a long shared secret")
         assert all(address.startswith("127.0.0.2:") for address in client.transport.addresses())
+        business_linked(business, 4, links=4)
         chat_session(ports[7272])
         assert "Traceback" not in project.log() + business.log()
     finally:
