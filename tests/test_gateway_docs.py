@@ -162,7 +162,7 @@ def business_linked(project, count, links=1):
     from one reaches only the gateways it is linked to)."""
     def rows():
         return [row for row in project.status_json()["processes"]
-                if row["name"] == "BusinessWorker" and (row["connections"] or 0) >= links]
+                if "BusinessWorker" in row["name"] and (row["connections"] or 0) >= links]
     wait_until(lambda: len(rows()) == count, timeout=15, message="business workers linked")
 
 
