@@ -42,6 +42,7 @@ class GatewayClient(Calls):
 
     def __init__(self, app=None, secret_key="", driver=None, path=None, servers=None,
                  timeout=3.0, connect_timeout=2.0):
+        self.secret_key = secret_key
         super().__init__(_SocketTransport(app, secret_key, (driver, path, servers), timeout,
                                           connect_timeout))
 

@@ -8,8 +8,8 @@ need=()
 command -v gcc >/dev/null || need+=(gcc)
 [ -x /usr/bin/chromium ] || need+=(chromium)  # test_websocket_browser.py, test_wsgi_websocket_browser.py
 command -v chromedriver >/dev/null || need+=(chromium-driver)
-command -v redis-server >/dev/null || need+=(redis-server)  # tests/test_http_session_redis.py, test_gateway_distributed.py
-command -v memcached >/dev/null || need+=(memcached)        # tests/test_gateway_distributed.py
+command -v redis-server >/dev/null || need+=(redis-server)  # test_http_session_redis.py, test_gateway_distributed.py, test_gateway_docs.py
+command -v memcached >/dev/null || need+=(memcached)        # test_gateway_distributed.py, test_gateway_docs.py (Store drivers)
 command -v ip >/dev/null || need+=(iproute2)                # tests/test_gateway_distributed.py (ip netns)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

@@ -41,6 +41,9 @@ class GatewayApi(Calls):
     """``Gateway``: every call of GatewayWorker's Lib\\Gateway, in PEP 8 names."""
 
     _client = None
+    #: The key of the GatewayClient used outside business processes (GatewayWorker's
+    #: static Gateway::$secretKey); business processes use their worker's.
+    secret_key = ""
 
     def __init__(self):
         pass  # the transport is chosen per call
@@ -53,10 +56,11 @@ class GatewayApi(Calls):
             if transport is None:
                 transport = worker._api_transport = _LinkTransport(worker)
             return transport
-        if GatewayApi._client is None:
+        client = GatewayApi._client
+        if client is None or client.secret_key != self.secret_key:
             from geventman.client import GatewayClient
-            GatewayApi._client = GatewayClient()
-        return GatewayApi._client.transport
+            client = GatewayApi._client = GatewayClient(secret_key=self.secret_key)
+        return client.transport
 
     # -- the current client ------------------------------------------------------------
 

@@ -409,4 +409,10 @@ def load_events(handler, app_dir, app):
         sys.modules[name] = module
         spec.loader.exec_module(module)
         return module
-    return importlib.import_module(handler)
+    try:
+        return importlib.import_module(handler)
+    except ModuleNotFoundError as error:
+        if error.name != handler:
+            raise  # the module exists; something it imports does not
+        raise ModuleNotFoundError("BusinessWorker.event_handler %r: no %s and no module %r" % (
+            handler, path, handler), name=handler) from None

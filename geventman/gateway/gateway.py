@@ -148,13 +148,18 @@ class Gateway(Worker):
     def _gateway_on_worker_stop(self, worker):
         if self._store_greenlet is not None:
             self._store_greenlet.kill(block=False)
-            try:
-                self._store.remove(self.app_name, self.inner_address)
-            except StoreError as error:
-                log("gateway %s: cannot leave the store: %s" % (self.inner_address, error))
+            # Bounded: a store that is down must not hold the stop up until the master
+            # kills this process; the entry then expires (Store.ttl).
+            gevent.spawn(self._leave_store).join(timeout=min(0.5, Store.timeout))
         if self._inner is not None:
             self._inner.unlisten()
         call(self._hooks.get("on_worker_stop"), self)
+
+    def _leave_store(self):
+        try:
+            self._store.remove(self.app_name, self.inner_address)
+        except StoreError as error:
+            log("gateway %s: cannot leave the store: %s" % (self.inner_address, error))
 
     @property
     def clients(self):
@@ -358,7 +363,7 @@ class Gateway(Worker):
             return connection.destroy()
         try:
             handler(self, link, packet)
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as error:
+        except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as error:
             log("gateway %s: bad %s from %s: %s" % (
                 self.inner_address, wire._name(cmd), connection.get_remote_address(),
                 repr(error)[:200]))
@@ -521,7 +526,8 @@ class Gateway(Worker):
 
     def _query(self, link, packet):
         question = packet.argument
-        answer = self._queries[question["q"]](self, question)
+        query = self._queries.get(question.get("q"))
+        answer = query(self, question) if query is not None else None  # asked, answered
         link.send(pack(Cmd.REPLY, 0, b"", wire.dumps(answer), wire.JSON, packet.request_id))
 
     def _ping(self, link, packet):
@@ -613,14 +619,22 @@ def send_to_many(clients, data):
     encoded = {}
     for client in clients:
         key = shared_encoding(client)
-        if key is None:
-            client.send(data)
+        try:
+            if key is None:
+                client.send(data)
+                continue
+            frame = encoded.get(key)
+            if frame is None:
+                frame = encoded[key] = client.protocol.encode(data, client)
+                if isinstance(frame, str):
+                    frame = encoded[key] = frame.encode()
+        except (TypeError, ValueError, UnicodeError) as error:
+            # This client's protocol cannot carry the message (a dict to text://): the
+            # others still get it.
+            log("gateway: cannot send %s to %s client %d: %s" % (
+                type(data).__name__, client.protocol.__name__ if client.protocol else "tcp",
+                client.id, error))
             continue
-        frame = encoded.get(key)
-        if frame is None:
-            frame = encoded[key] = client.protocol.encode(data, client)
-            if isinstance(frame, str):
-                frame = encoded[key] = frame.encode()
         client.send(frame, True)
 
 

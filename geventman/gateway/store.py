@@ -155,14 +155,14 @@ class MemcachedStore:
             self._change_list(self._key(app, "gateways"), add=address)
             self._change_list(self._key("apps"), add=app)
         except Exception as error:
-            raise StoreError("memcached: %s" % error) from error
+            raise StoreError("memcached: %r" % error) from error
 
     def remove(self, app, address):
         try:
             self.client.delete(self._key(app, "gw", address))
             self._change_list(self._key(app, "gateways"), remove=address)
         except Exception as error:
-            raise StoreError("memcached: %s" % error) from error
+            raise StoreError("memcached: %r" % error) from error
 
     def _change_list(self, key, add=None, remove=None, keep=None):
         """Change a JSON list with gets/cas, again on a conflict."""
@@ -190,7 +190,7 @@ class MemcachedStore:
             keys = {self._key(app, "gw", address): address for address in listed}
             found = self.client.get_many(list(keys))
         except Exception as error:
-            raise StoreError("memcached: %s" % error) from error
+            raise StoreError("memcached: %r" % error) from error
         live = sorted(keys[key] for key in found)
         if len(live) < len(listed):
             try:
