@@ -195,7 +195,7 @@ class WsClient:
 # -- gateway.md ------------------------------------------------------------------------
 
 def test_the_chapter_has_its_examples():
-    assert set(EXAMPLES) == {"chat", "heartbeat", "push", "deploy-gateway",
+    assert set(EXAMPLES) == {"chat", "heartbeat", "push", "internal", "deploy-gateway",
                              "deploy-business"}
     assert SCRIPTS.keys() == {"notify.py", "shop.py"}
     assert {app for app, _ in SCRIPTS.values()} == {"push"}
@@ -319,6 +319,21 @@ def test_push_port_and_gateway_client(project, private_tmp):
         result = run_script(project, "shop.py", view, replace=('"shop"', '"push"'),
                             env={"TMPDIR": str(nowhere)})
         assert result.stdout == "503 push service down\n"
+    assert "Traceback" not in project.log()
+
+
+def test_internal_text_gateway(project, private_tmp):
+    """The manual's method three: a pusher is a text:// client of a second gateway."""
+    ports = start(project, "internal")
+    linked(private_tmp, 2)
+    business_linked(project, 2, links=2)
+    with WsClient(ports[7292]) as page, LineClient(ports[7293]) as pusher:
+        page.send("hello")
+        assert page.recv() == "you said hello"   # connected, and in the group
+        assert pusher.ask('{"type":"send","content":"hello all","pass":"s3cret"}') == "ok"
+        assert page.recv() == "hello all"
+        assert pusher.ask('{"content":"x","pass":"guess"}') == "who are you?"
+        assert pusher.closed_by_peer()
     assert "Traceback" not in project.log()
 
 
