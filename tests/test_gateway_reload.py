@@ -26,11 +26,14 @@ worker.count = 2
 EVENTS = """
 import os
 
-from geventman.lib import Gateway
+from geventman.lib import Context, Gateway
 
 
 def on_message(client_id, message):
-    Gateway.send_to_current_client("TAG:%d:%s" % (os.getpid(), message))
+    # A session counter: each handler must see the change the one before it made,
+    # on whichever process it ran.
+    count = Context.session["count"] = Context.session.get("count", 0) + 1
+    Gateway.send_to_current_client("TAG:%d:%d:%s" % (os.getpid(), count, message))
 """
 
 CLIENTS, MESSAGES = 50, 200
@@ -151,3 +154,40 @@ def test_what_a_leaving_worker_sent_last_reaches_the_client(project):
         assert (first, len(payload), payload[:4]) == (0x81, 6000004, b"big:")
         wait_until(lambda: "reload done" in project.log(), message="reload done")
         assert client.ask("after") == "ok:after"
+
+
+HELD_EVENTS = """
+import gevent
+
+from geventman.lib import Context, Gateway
+
+reloading = False
+
+
+def on_message(client_id, message):
+    if message == "slow":
+        Context.session["seen"] = "slow"
+        for _ in range(500):   # until the reload begins (5 s at most)
+            if reloading:
+                break
+            gevent.sleep(0.01)
+        Gateway.send_to_current_client("leaving")
+        gevent.sleep(0.3)      # the client's next message now waits in the gateway
+    else:
+        Gateway.send_to_current_client("%s after %s" % (message, Context.session.get("seen")))
+"""
+
+
+def test_an_event_held_during_a_reload_sees_the_session_the_leaving_worker_wrote(project):
+    """The gateway holds the events of a leaving worker's clients; the worker's last
+    change of the session arrives after they were held: they must go on with it."""
+    port, inner = free_port(), free_port()
+    source = app_source(BIG_START, port).replace("STORE", repr(project.path("store")))
+    project.app("gw", source.replace("INNER", str(inner)), events_py=HELD_EVENTS)
+    project.start(ports=[port, inner])
+    with RawClient(port, timeout=15) as client:
+        wait_until(lambda: client.ask("hi") == "hi after None", message="a business worker")
+        client.send(0x81, "slow")
+        project.command("reload", check=True)
+        assert client.recv_frame() == (0x81, b"leaving")
+        assert client.ask("next") == "next after slow"

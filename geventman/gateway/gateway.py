@@ -254,6 +254,9 @@ class Gateway(Worker):
             client.deferred -= 1
             if client.state is not ESTABLISHED and packet[4] != Cmd.CLOSE:
                 continue
+            # The session as it is now: the worker that left may have changed it
+            # after this event was held.
+            packet = wire.replace_ext(packet, client.session)
             link = self._route(client, None, b"")
             if link is None or link.leaving or link.full:
                 self._hold(client, link, packet)

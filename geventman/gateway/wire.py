@@ -91,6 +91,19 @@ def pack(cmd, connection_id=0, ext=b"", body=b"", flags=0, request_id=0,
                        client_ip, len(ext)) + ext + body
 
 
+def replace_ext(package, ext):
+    """A packet (bytes) with another ext: an event held in a gateway gets the client's
+    session as it is when the event is finally sent."""
+    ext_length = _EXT_LENGTH.unpack_from(package, 32)[0]
+    end = HEADER_SIZE + ext_length
+    if package[HEADER_SIZE:end] == ext:
+        return package
+    header = bytearray(package[:HEADER_SIZE])
+    _PREFIX_LENGTH.pack_into(header, 0, len(package) - ext_length + len(ext))
+    _EXT_LENGTH.pack_into(header, 32, len(ext))
+    return bytes(header) + ext + package[end:]
+
+
 class Packet:
     """A decoded packet; ``ext`` and ``body`` are bytes (see ``data`` and ``argument``)."""
 
@@ -137,7 +150,7 @@ def packet_length(buffer, max_size=MAX_PACKET_SIZE):
 
 
 _PREFIX = struct.Struct(">IB")
-_EXT_LENGTH = struct.Struct(">I")
+_EXT_LENGTH = _PREFIX_LENGTH = struct.Struct(">I")
 
 
 def unpack(package):
