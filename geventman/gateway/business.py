@@ -60,6 +60,41 @@ class EventContext:
                 "GATEWAY_CLIENT_ID": self.client_id}
 
 
+class Written:
+    """The sessions of one client that this worker superseded with changes the gateway
+    may not have applied yet, and the latest one (bytes, as the gateway sends them).
+
+    Events leave the gateway in order, each with the session it has then, while our
+    changes reach it only after each handler: several events on their way may carry
+    older sessions, the one we started from or one we wrote since. The gateway's own
+    session only moves forward, so once an event carries something else, it has
+    caught up. A few older ones are remembered (events in flight are few)."""
+
+    __slots__ = ("older", "latest")
+
+    def __init__(self):
+        self.older = collections.deque(maxlen=16)
+        self.latest = None
+
+    def wrote(self, fresh, *superseded):
+        if self.latest is not None:
+            superseded += (self.latest,)
+        for value in superseded:
+            if value != fresh and value not in self.older:
+                self.older.append(value)
+        if fresh in self.older:
+            self.older.remove(fresh)
+        self.latest = fresh
+
+
+def _session_after(before, changes):
+    """The bytes of the session the gateway keeps after patching ``before`` (what it
+    had, calls of the handler such as update_session included) with ``changes``: it
+    computes them the same way, key order included."""
+    session = sessions.patch(before, changes)
+    return wire.dumps(session) if session else b""
+
+
 #: greenlet -> EventContext of the event it is handling (api.Context reads it).
 contexts = {}
 
@@ -114,7 +149,7 @@ class BusinessWorker(Worker):
         self._handlers = {}       # greenlet -> [started, what, logged]
         self._requests = {}       # request id -> AsyncResult
         self._request_ids = itertools.count(1)
-        self._stale = {}          # (link, connection id) -> (bytes sent with, bytes now)
+        self._stale = {}          # (link, connection id) -> Written
         self._background = []
 
     on_worker_start = hook_property("on_worker_start", "_business_on_worker_start")
@@ -294,13 +329,15 @@ class BusinessWorker(Worker):
     def _run(self, link, packet, client_id, handler, args):
         raw = packet.ext
         key = (link, packet.connection_id)
-        stale = self._stale.get(key)
-        if stale is not None:
-            # This event left the gateway before our last change of the session got
-            # there: the session it carries is older than the one we wrote.
-            if raw == stale[0]:
-                raw = stale[1]
+        written = self._stale.get(key)
+        if written is not None:
+            if raw in written.older:
+                # This event left the gateway before our last change of the session
+                # got there: the session it carries is older than the one we wrote.
+                raw = written.latest
             else:
+                # The gateway has our changes (or a newer session set elsewhere):
+                # what it sent is the truth again.
                 del self._stale[key]
         if raw:
             session, before = wire.loads(raw), wire.loads(raw)
@@ -331,12 +368,18 @@ class BusinessWorker(Worker):
         changes = sessions.diff(context.before, session)
         try:
             ext = wire.dumps(changes)
-            fresh = wire.dumps(session) if session else b""
         except (TypeError, ValueError) as error:
             log("Context.session of %s is not JSON: %s; not saved" % (context.client_id, error))
             return
         link.send(pack(Cmd.PATCH_SESSION, packet.connection_id, ext), True)
-        self._stale[(link, packet.connection_id)] = (packet.ext, fresh)
+        # The session the gateway will have once it applies the patch (the same bytes
+        # it will send with the next events), and those it may still send until then.
+        key = (link, packet.connection_id)
+        fresh = _session_after(context.before, changes)
+        written = self._stale.get(key)
+        if written is None:
+            written = self._stale[key] = Written()
+        written.wrote(fresh, packet.ext, raw)
 
     def _watchdog(self):
         """Log, with its stack, a handler still running after process_timeout."""
