@@ -78,6 +78,25 @@ def test_events_sent_before_the_changes_arrived_see_every_change():
     assert gateway.session == {"count": 5}
 
 
+def test_twenty_events_in_flight_and_a_gateway_that_lags():
+    worker, link, gateway, seen = make_worker(), RecordingLink(), Gateway(), []
+    handler = counting_handler(seen)
+    wave = [gateway.event(n) for n in range(20)]        # all with the first session
+    for event in wave[:10]:
+        handle(worker, link, event, handler)
+    for packet in link.sent[:5]:                        # half the changes are in
+        gateway.apply(packet)
+    wave += [gateway.event(n) for n in range(20, 30)]   # these carry count 5
+    for event in wave[10:]:
+        handle(worker, link, event, handler)
+    assert len(worker._stale[(link, 5)].older) <= 26    # the first ones are forgotten
+    for packet in link.sent[5:]:
+        gateway.apply(packet)
+    for event in [gateway.event(n) for n in range(30, 40)]:
+        handle(worker, link, event, handler)
+    assert seen == list(range(1, 41))
+
+
 def test_a_change_made_elsewhere_is_taken_once_the_gateway_has_ours():
     worker, link, gateway, seen = make_worker(), RecordingLink(), Gateway(), []
     handler = counting_handler(seen)

@@ -62,19 +62,33 @@ class EventContext:
 
 class Written:
     """The sessions of one client that this worker superseded with changes the gateway
-    may not have applied yet, and the latest one (bytes, as the gateway sends them).
+    may not have applied yet, oldest first, and the latest one (bytes, as the gateway
+    sends them).
 
     Events leave the gateway in order, each with the session it has then, while our
-    changes reach it only after each handler: several events on their way may carry
-    older sessions, the one we started from or one we wrote since. The gateway's own
-    session only moves forward, so once an event carries something else, it has
-    caught up. A few older ones are remembered (events in flight are few)."""
+    changes reach it only after each handler: the events on their way may carry any
+    session we wrote since the one they started from. Once an event carries one of
+    them, the ones before it cannot come any more (the gateway's session only moves
+    forward); once it carries something else, the gateway has caught up."""
 
     __slots__ = ("older", "latest")
 
+    #: Bound on the sessions remembered, for a gateway that never catches up.
+    LIMIT = 1024
+
     def __init__(self):
-        self.older = collections.deque(maxlen=16)
+        self.older = []
         self.latest = None
+
+    def current(self, raw):
+        """The session to handle an event with that carries ``raw``, or None when the
+        gateway has caught up (``raw`` is then the truth)."""
+        try:
+            index = self.older.index(raw)
+        except ValueError:
+            return None
+        del self.older[:index]
+        return self.latest
 
     def wrote(self, fresh, *superseded):
         if self.latest is not None:
@@ -84,6 +98,7 @@ class Written:
                 self.older.append(value)
         if fresh in self.older:
             self.older.remove(fresh)
+        del self.older[:-self.LIMIT]
         self.latest = fresh
 
 
@@ -331,14 +346,13 @@ class BusinessWorker(Worker):
         key = (link, packet.connection_id)
         written = self._stale.get(key)
         if written is not None:
-            if raw in written.older:
-                # This event left the gateway before our last change of the session
-                # got there: the session it carries is older than the one we wrote.
-                raw = written.latest
+            # An event that left the gateway before our last change of the session got
+            # there carries an older session than the one we wrote.
+            latest = written.current(raw)
+            if latest is None:
+                del self._stale[key]  # the gateway has caught up: its session is the truth
             else:
-                # The gateway has our changes (or a newer session set elsewhere):
-                # what it sent is the truth again.
-                del self._stale[key]
+                raw = latest
         if raw:
             session, before = wire.loads(raw), wire.loads(raw)
         else:
