@@ -39,11 +39,11 @@ def on_message(client_id, message):
 CLIENTS, MESSAGES = 50, 200
 
 
-def start_app(project):
+def start_app(project, events=EVENTS):
     port, inner = free_port(), free_port()
     source = app_source(START, port).replace("STORE", repr(project.path("store")))
     project.app("gw", source.replace("INNER", str(inner)),
-                events_py=EVENTS.replace("TAG", "old"))
+                events_py=events.replace("TAG", "old"))
     project.start(ports=[port, inner])
     return port
 
@@ -86,6 +86,30 @@ def test_reload_under_traffic_loses_nothing_and_loads_the_new_events(project):
         fleet.close()
     log = project.log()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_reload_with_slow_handlers_gives_back_what_the_leaving_worker_did_not_start(
+        project):
+    """Handlers of 0.1 s and 20 messages in flight per client: a leaving worker cannot
+    handle its queue within the stop time. What it did not start goes back to the
+    gateway, ahead of what the gateway held, and the next worker handles it."""
+    port = start_app(project, EVENTS.replace(
+        "def on_message(client_id, message):",
+        "def on_message(client_id, message):\n    gevent.sleep(0.1)").replace(
+        "import os", "import os\n\nimport gevent"))
+    wait_for_two_workers(project, port)
+    fleet = Fleet("127.0.0.1", port, 10, 40, interval=0.01, window=20)
+    try:
+        fleet.start()
+        wait_until(lambda: fleet.progress() >= 3, timeout=30, message="3 answers each")
+        project.command("reload", check=True)
+        wait_until(lambda: "reload done" in project.log(), timeout=30,
+                   message="reload done in the log")
+        assert fleet.join(60), fleet.problems()[:10]
+        assert fleet.problems() == []
+    finally:
+        fleet.close()
+    assert "still running" not in project.log()
 
 
 def test_kill_9_of_a_business_worker_moves_its_clients(project):
@@ -191,3 +215,55 @@ def test_an_event_held_during_a_reload_sees_the_session_the_leaving_worker_wrote
         project.command("reload", check=True)
         assert client.recv_frame() == (0x81, b"leaving")
         assert client.ask("next") == "next after slow"
+
+
+CLOSE_EVENTS = """
+import os
+
+import gevent
+
+from geventman.lib import Gateway
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def on_message(client_id, message):
+    if message == "hi":
+        Gateway.send_to_current_client(client_id)
+    else:
+        gevent.sleep(0.1)
+
+
+def on_close(client_id):
+    with open(os.path.join(HERE, "closed.txt"), "a") as handle:
+        handle.write(client_id + "\\n")
+"""
+
+
+def test_on_close_of_a_client_gone_while_its_worker_left_still_runs(project):
+    """A client sends 3 s of work and goes; its worker is reloaded before it reaches
+    the CLOSE event, so gives it back to the gateway, which no longer has the client:
+    the next worker still runs on_close, once."""
+    port, inner = free_port(), free_port()
+    source = app_source(BIG_START, port).replace("STORE", repr(project.path("store")))
+    project.app("gw", source.replace("INNER", str(inner)), events_py=CLOSE_EVENTS)
+    project.start(ports=[port, inner])
+    closed = project.path("applications/gw/closed.txt")
+
+    def closes():
+        try:
+            with open(closed) as handle:
+                return handle.read().split().count(client_id)
+        except FileNotFoundError:
+            return 0
+
+    with RawClient(port, timeout=15) as client:
+        client_id = wait_until(lambda: client.ask("hi"), message="a business worker")
+        for number in range(30):
+            client.send(0x81, "work %d" % number)
+    project.command("reload", check=True)
+    wait_until(lambda: "reload done" in project.log(), message="reload done")
+    wait_until(closes, message="on_close of %s" % client_id)
+    with RawClient(port, timeout=15) as client:   # a new worker serves; once only
+        assert client.ask("hi") != client_id
+        assert closes() == 1

@@ -191,8 +191,10 @@ class BusinessWorker(Worker):
         self._stopping = True
         for greenlet in self._background:
             greenlet.kill(block=False)
+        # Within the stop time (the master kills after it): handle what is queued,
+        # give back what is not started yet, let the running handlers finish, flush.
         started = time.monotonic()
-        deadline = started + max(0.5, Worker.stop_timeout * 0.8)
+        deadline = started + max(0.5, Worker.stop_timeout * 0.6)
         leaving = [link for link in self.links.values() if link.ready]
         for link in leaving:
             link.send(pack(Cmd.WORKER_LEAVING), True)
@@ -200,6 +202,13 @@ class BusinessWorker(Worker):
             link.left.wait(max(0, deadline - time.monotonic()))
         while (self._queues or self._handlers) and time.monotonic() < deadline:
             gevent.sleep(0.01)
+        self._give_back()
+        finished = started + max(0.6, Worker.stop_timeout * 0.85)
+        while self._handlers and time.monotonic() < finished:
+            gevent.sleep(0.01)
+        if self._handlers:
+            log("business worker: stopping with %d handlers still running" % len(
+                self._handlers))
         super().stop_accepting()   # on_worker_stop
         links = list(self.links.values())
         for link in links:
@@ -212,6 +221,18 @@ class BusinessWorker(Worker):
         while (any(link.state is CLOSING for link in links)
                and time.monotonic() < flushed):
             gevent.sleep(0.01)
+
+    def _give_back(self):
+        """Events still queued when the time to leave is up go back to their gateway,
+        which hands them to the next worker before the ones it held."""
+        for (link, _), queue in list(self._queues.items()):
+            if link.state is ESTABLISHED:
+                for event in queue:
+                    link.send(pack(Cmd.RETURNED, event.connection_id, b"", pack(
+                        event.cmd, event.connection_id, event.ext, event.body, event.flags,
+                        0, event.client_port, event.client_ip)), True)
+            self._queued -= len(queue)
+            queue.clear()
 
     # -- links -----------------------------------------------------------------------
 

@@ -64,6 +64,8 @@ class Cmd(enum.IntEnum):
     REPLY = 208             # the answer to a request id, JSON in the body
     WELCOME = 209           # the gateway accepted a worker: ext says its client port
     REFUSED = 210           # the gateway refused the peer (bad secret key)
+    RETURNED = 211          # a leaving worker gives back an event it did not start
+                            # (body: the event's packet); it goes before those held
 
 
 #: Events carry a session; commands that target one client carry its connection id.
