@@ -52,14 +52,16 @@ else:
 EVENTS = """
 import os
 
-from geventman.lib import Gateway
+from geventman.lib import Context, Gateway
 
 
 def on_message(client_id, message):
     if message == "count":
         Gateway.send_to_current_client("count:%d" % Gateway.get_all_client_count())
-    else:
-        Gateway.send_to_current_client("dist:%d:%s" % (os.getpid(), message))
+        return
+    # A session counter: the gateway keeps it while no business worker exists.
+    count = Context.session["count"] = Context.session.get("count", 0) + 1
+    Gateway.send_to_current_client("dist:%d:%d:%s" % (os.getpid(), count, message))
 """
 
 
