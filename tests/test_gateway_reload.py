@@ -64,7 +64,8 @@ def wait_for_two_workers(project, port):
     wait_until(both, timeout=15, interval=0.2, message="two business workers linked")
 
 
-def test_reload_under_traffic_loses_nothing_and_loads_the_new_events(project):
+@pytest.mark.parametrize("mode", [(), ("-g",)], ids=["reload", "reload-g"])
+def test_reload_under_traffic_loses_nothing_and_loads_the_new_events(project, mode):
     port = start_app(project)
     wait_for_two_workers(project, port)
     fleet = Fleet("127.0.0.1", port, CLIENTS, MESSAGES, interval=0.025, window=4)
@@ -72,7 +73,7 @@ def test_reload_under_traffic_loses_nothing_and_loads_the_new_events(project):
         fleet.start()
         wait_until(lambda: fleet.progress() >= 40, timeout=30, message="40 answers each")
         project.write("applications/gw/events.py", EVENTS.replace("TAG", "reloaded"))
-        project.command("reload", check=True)
+        project.command("reload", *mode, check=True)
         wait_until(lambda: "reload done" in project.log(), timeout=30,
                    message="reload done in the log")
         assert fleet.join(60), fleet.problems()[:10]
