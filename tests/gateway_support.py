@@ -4,7 +4,8 @@ A ``Fleet`` opens N WebSocket clients to a gateway and lets each send numbered t
 messages ("<client>:<n>"), at most ``window`` unanswered at a time and paced (message n
 is not sent before ``n * interval`` seconds from the start), so a run lasts long enough
 for a reload or a stop in its middle. The application answers each message with
-"<tag>:<pid>:<message>"; the fleet checks that the answers of every client come back
+"<tag>:<pid>:<message>" (or "<tag>:<pid>:<count>:<message>", count from the
+client's session); the fleet checks that the answers of every client come back
 exactly once and in order, and remembers which pid answered what.
 
 The loop runs in a thread; the test reads ``progress()`` to act in the middle of the run,
@@ -179,7 +180,15 @@ class Fleet:
             self._answer(client, payload.decode())
 
     def _answer(self, client, text):
-        tag, pid, number, n = text.split(":")
+        fields = text.split(":")
+        if len(fields) == 5:
+            # "<tag>:<pid>:<count>:<message>": count is a session counter the handler
+            # increments, so it must be n + 1 (every change seen by the next handler).
+            tag, pid, count, number, n = fields
+            if int(count) != int(n) + 1 and not self.resend_after:
+                client.errors.append("session count %s for message %s" % (count, n))
+        else:
+            tag, pid, number, n = fields
         expected = len(client.answers)
         if self.resend_after and int(number) == client.number and int(n) < expected:
             client.duplicates += 1

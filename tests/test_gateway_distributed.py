@@ -52,14 +52,16 @@ else:
 EVENTS = """
 import os
 
-from geventman.lib import Gateway
+from geventman.lib import Context, Gateway
 
 
 def on_message(client_id, message):
     if message == "count":
         Gateway.send_to_current_client("count:%d" % Gateway.get_all_client_count())
-    else:
-        Gateway.send_to_current_client("dist:%d:%s" % (os.getpid(), message))
+        return
+    # A session counter: the gateway keeps it while no business worker exists.
+    count = Context.session["count"] = Context.session.get("count", 0) + 1
+    Gateway.send_to_current_client("dist:%d:%d:%s" % (os.getpid(), count, message))
 """
 
 
@@ -264,6 +266,7 @@ def test_gateway_and_business_on_separate_hosts(hosts, deploy):
     assert ask(probe, bytearray(rest), "0:0").startswith("dist:")
     probe.close()
 
+    late = []   # clients of the second gateway
     fleet = Fleet(ip, gateway1.port, 20, 300, interval=0.03, window=3)
     try:
         fleet.start()
@@ -278,23 +281,34 @@ def test_gateway_and_business_on_separate_hosts(hosts, deploy):
         wait_until(lambda: sum(len(c.answers) for c in fleet.clients) > held + 100,
                    timeout=15, message="held messages answered")
 
-        # A second gateway host comes up; the business workers link to it by themselves.
+        # A second gateway host comes up; both business processes link to it by
+        # themselves: new clients there go to the one with the fewest, so two of
+        # them are answered by two processes once both have linked.
         start_gateway(gateway2)
         listed = time.monotonic()
-        late, rest = open_websocket(gateway2.host_ip, gateway2.port)
-        buffer = bytearray(rest)
-        answer = ask(late, buffer, "99:0")
+        pids = set()
+
+        def both_processes_answer():
+            sock, rest = open_websocket(gateway2.host_ip, gateway2.port)
+            late.append((sock, bytearray(rest)))
+            answer = ask(*late[-1], "%d:0" % (99 + len(late)))
+            assert answer.endswith(":%d:0" % (99 + len(late))), answer
+            pids.add(answer.split(":")[1])
+            return len(pids) == 2
+
+        wait_until(both_processes_answer, timeout=2.0, interval=0.05,
+                   message="both business processes on the second gateway")
         elapsed = time.monotonic() - listed
-        assert answer.startswith("dist:") and answer.endswith(":99:0"), answer
-        assert elapsed < 2.0, "second gateway used after %.2fs" % elapsed
-        # The business workers' API now sees the clients of both gateways.
-        assert ask(late, buffer, "count") == "count:%d" % (len(fleet.clients) + 1)
+        assert elapsed < 2.0, "second gateway used by both after %.2fs" % elapsed
+        # The business workers' API sees the clients of both gateways.
+        assert ask(*late[0], "count") == "count:%d" % (len(fleet.clients) + len(late))
 
         assert fleet.join(90), fleet.problems()[:10]
         assert fleet.problems() == []
-        late.close()
     finally:
         fleet.close()
+        for sock, _ in late:
+            sock.close()
     for project in (gateway1, business, gateway2):
         log = project.log()
         assert "Traceback" not in log and "lost an event" not in log, log[-3000:]

@@ -26,21 +26,24 @@ worker.count = 2
 EVENTS = """
 import os
 
-from geventman.lib import Gateway
+from geventman.lib import Context, Gateway
 
 
 def on_message(client_id, message):
-    Gateway.send_to_current_client("TAG:%d:%s" % (os.getpid(), message))
+    # A session counter: each handler must see the change the one before it made,
+    # on whichever process it ran.
+    count = Context.session["count"] = Context.session.get("count", 0) + 1
+    Gateway.send_to_current_client("TAG:%d:%d:%s" % (os.getpid(), count, message))
 """
 
 CLIENTS, MESSAGES = 50, 200
 
 
-def start_app(project):
+def start_app(project, events=EVENTS):
     port, inner = free_port(), free_port()
     source = app_source(START, port).replace("STORE", repr(project.path("store")))
     project.app("gw", source.replace("INNER", str(inner)),
-                events_py=EVENTS.replace("TAG", "old"))
+                events_py=events.replace("TAG", "old"))
     project.start(ports=[port, inner])
     return port
 
@@ -61,7 +64,8 @@ def wait_for_two_workers(project, port):
     wait_until(both, timeout=15, interval=0.2, message="two business workers linked")
 
 
-def test_reload_under_traffic_loses_nothing_and_loads_the_new_events(project):
+@pytest.mark.parametrize("mode", [(), ("-g",)], ids=["reload", "reload-g"])
+def test_reload_under_traffic_loses_nothing_and_loads_the_new_events(project, mode):
     port = start_app(project)
     wait_for_two_workers(project, port)
     fleet = Fleet("127.0.0.1", port, CLIENTS, MESSAGES, interval=0.025, window=4)
@@ -69,7 +73,7 @@ def test_reload_under_traffic_loses_nothing_and_loads_the_new_events(project):
         fleet.start()
         wait_until(lambda: fleet.progress() >= 40, timeout=30, message="40 answers each")
         project.write("applications/gw/events.py", EVENTS.replace("TAG", "reloaded"))
-        project.command("reload", check=True)
+        project.command("reload", *mode, check=True)
         wait_until(lambda: "reload done" in project.log(), timeout=30,
                    message="reload done in the log")
         assert fleet.join(60), fleet.problems()[:10]
@@ -83,6 +87,30 @@ def test_reload_under_traffic_loses_nothing_and_loads_the_new_events(project):
         fleet.close()
     log = project.log()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_reload_with_slow_handlers_gives_back_what_the_leaving_worker_did_not_start(
+        project):
+    """Handlers of 0.1 s and 20 messages in flight per client: a leaving worker cannot
+    handle its queue within the stop time. What it did not start goes back to the
+    gateway, ahead of what the gateway held, and the next worker handles it."""
+    port = start_app(project, EVENTS.replace(
+        "def on_message(client_id, message):",
+        "def on_message(client_id, message):\n    gevent.sleep(0.1)").replace(
+        "import os", "import os\n\nimport gevent"))
+    wait_for_two_workers(project, port)
+    fleet = Fleet("127.0.0.1", port, 10, 40, interval=0.01, window=20)
+    try:
+        fleet.start()
+        wait_until(lambda: fleet.progress() >= 3, timeout=30, message="3 answers each")
+        project.command("reload", check=True)
+        wait_until(lambda: "reload done" in project.log(), timeout=30,
+                   message="reload done in the log")
+        assert fleet.join(60), fleet.problems()[:10]
+        assert fleet.problems() == []
+    finally:
+        fleet.close()
+    assert "still running" not in project.log()
 
 
 def test_kill_9_of_a_business_worker_moves_its_clients(project):
@@ -151,3 +179,92 @@ def test_what_a_leaving_worker_sent_last_reaches_the_client(project):
         assert (first, len(payload), payload[:4]) == (0x81, 6000004, b"big:")
         wait_until(lambda: "reload done" in project.log(), message="reload done")
         assert client.ask("after") == "ok:after"
+
+
+HELD_EVENTS = """
+import gevent
+
+from geventman.lib import Context, Gateway
+
+reloading = False
+
+
+def on_message(client_id, message):
+    if message == "slow":
+        Context.session["seen"] = "slow"
+        for _ in range(500):   # until the reload begins (5 s at most)
+            if reloading:
+                break
+            gevent.sleep(0.01)
+        Gateway.send_to_current_client("leaving")
+        gevent.sleep(0.3)      # the client's next message now waits in the gateway
+    else:
+        Gateway.send_to_current_client("%s after %s" % (message, Context.session.get("seen")))
+"""
+
+
+def test_an_event_held_during_a_reload_sees_the_session_the_leaving_worker_wrote(project):
+    """The gateway holds the events of a leaving worker's clients; the worker's last
+    change of the session arrives after they were held: they must go on with it."""
+    port, inner = free_port(), free_port()
+    source = app_source(BIG_START, port).replace("STORE", repr(project.path("store")))
+    project.app("gw", source.replace("INNER", str(inner)), events_py=HELD_EVENTS)
+    project.start(ports=[port, inner])
+    with RawClient(port, timeout=15) as client:
+        wait_until(lambda: client.ask("hi") == "hi after None", message="a business worker")
+        client.send(0x81, "slow")
+        project.command("reload", check=True)
+        assert client.recv_frame() == (0x81, b"leaving")
+        assert client.ask("next") == "next after slow"
+
+
+CLOSE_EVENTS = """
+import os
+
+import gevent
+
+from geventman.lib import Gateway
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def on_message(client_id, message):
+    if message == "hi":
+        Gateway.send_to_current_client(client_id)
+    else:
+        gevent.sleep(0.1)
+
+
+def on_close(client_id):
+    with open(os.path.join(HERE, "closed.txt"), "a") as handle:
+        handle.write(client_id + "\\n")
+"""
+
+
+def test_on_close_of_a_client_gone_while_its_worker_left_still_runs(project):
+    """A client sends 3 s of work and goes; its worker is reloaded before it reaches
+    the CLOSE event, so gives it back to the gateway, which no longer has the client:
+    the next worker still runs on_close, once."""
+    port, inner = free_port(), free_port()
+    source = app_source(BIG_START, port).replace("STORE", repr(project.path("store")))
+    project.app("gw", source.replace("INNER", str(inner)), events_py=CLOSE_EVENTS)
+    project.start(ports=[port, inner])
+    closed = project.path("applications/gw/closed.txt")
+
+    def closes():
+        try:
+            with open(closed) as handle:
+                return handle.read().split().count(client_id)
+        except FileNotFoundError:
+            return 0
+
+    with RawClient(port, timeout=15) as client:
+        client_id = wait_until(lambda: client.ask("hi"), message="a business worker")
+        for number in range(30):
+            client.send(0x81, "work %d" % number)
+    project.command("reload", check=True)
+    wait_until(lambda: "reload done" in project.log(), message="reload done")
+    wait_until(closes, message="on_close of %s" % client_id)
+    with RawClient(port, timeout=15) as client:   # a new worker serves; once only
+        assert client.ask("hi") != client_id
+        assert closes() == 1

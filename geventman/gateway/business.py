@@ -62,6 +62,56 @@ class EventContext:
                 "GATEWAY_CLIENT_ID": self.client_id}
 
 
+class Written:
+    """The sessions of one client that this worker superseded with changes the gateway
+    may not have applied yet, oldest first, and the latest one (bytes, as the gateway
+    sends them).
+
+    Events leave the gateway in order, each with the session it has then, while our
+    changes reach it only after each handler: the events on their way may carry any
+    session we wrote since the one they started from. Once an event carries one of
+    them, the ones before it cannot come any more (the gateway's session only moves
+    forward); once it carries something else, the gateway has caught up."""
+
+    __slots__ = ("older", "latest")
+
+    #: Bound on the sessions remembered, for a gateway that never catches up.
+    LIMIT = 1024
+
+    def __init__(self):
+        self.older = []
+        self.latest = None
+
+    def current(self, raw):
+        """The session to handle an event with that carries ``raw``, or None when the
+        gateway has caught up (``raw`` is then the truth)."""
+        try:
+            index = self.older.index(raw)
+        except ValueError:
+            return None
+        del self.older[:index]
+        return self.latest
+
+    def wrote(self, fresh, *superseded):
+        if self.latest is not None:
+            superseded += (self.latest,)
+        for value in superseded:
+            if value != fresh and value not in self.older:
+                self.older.append(value)
+        if fresh in self.older:
+            self.older.remove(fresh)
+        del self.older[:-self.LIMIT]
+        self.latest = fresh
+
+
+def _session_after(before, changes):
+    """The bytes of the session the gateway keeps after patching ``before`` (what it
+    had, calls of the handler such as update_session included) with ``changes``: it
+    computes them the same way, key order included."""
+    session = sessions.patch(before, changes)
+    return wire.dumps(session) if session else b""
+
+
 #: greenlet -> EventContext of the event it is handling (api.Context reads it).
 contexts = {}
 
@@ -115,7 +165,7 @@ class BusinessWorker(Worker):
         self._paused = False
         self._requests = {}       # request id -> AsyncResult
         self._request_ids = itertools.count(1)
-        self._stale = {}          # (link, connection id) -> (bytes sent with, bytes now)
+        self._stale = {}          # (link, connection id) -> Written
         self._background = []
 
     on_worker_start = hook_property("on_worker_start", "_business_on_worker_start")
@@ -144,8 +194,10 @@ class BusinessWorker(Worker):
         self._stopping = True
         for greenlet in self._background:
             greenlet.kill(block=False)
+        # Within the stop time (the master kills after it): handle what is queued,
+        # give back what is not started yet, let the running handlers finish, flush.
         started = time.monotonic()
-        deadline = started + max(0.5, Worker.stop_timeout * 0.8)
+        deadline = started + max(0.5, Worker.stop_timeout * 0.6)
         leaving = [link for link in self.links.values() if link.ready]
         for link in leaving:
             link.send(pack(Cmd.WORKER_LEAVING), True)
@@ -153,6 +205,12 @@ class BusinessWorker(Worker):
             link.left.wait(max(0, deadline - time.monotonic()))
         while (self._queues or contexts) and time.monotonic() < deadline:
             gevent.sleep(0.01)
+        self._give_back()
+        finished = started + max(0.6, Worker.stop_timeout * 0.85)
+        while contexts and time.monotonic() < finished:
+            gevent.sleep(0.01)
+        if contexts:
+            log("business worker: stopping with %d handlers still running" % len(contexts))
         super().stop_accepting()   # on_worker_stop
         links = list(self.links.values())
         for link in links:
@@ -165,6 +223,18 @@ class BusinessWorker(Worker):
         while (any(link.state is CLOSING for link in links)
                and time.monotonic() < flushed):
             gevent.sleep(0.01)
+
+    def _give_back(self):
+        """Events still queued when the time to leave is up go back to their gateway,
+        which hands them to the next worker before the ones it held."""
+        for (link, _), queue in list(self._queues.items()):
+            if link.state is ESTABLISHED:
+                for event in queue:
+                    link.send(pack(Cmd.RETURNED, event.connection_id, b"", pack(
+                        event.cmd, event.connection_id, event.ext, event.body, event.flags,
+                        0, event.client_port, event.client_ip)), True)
+            self._queued -= len(queue)
+            queue.clear()
 
     # -- links -----------------------------------------------------------------------
 
@@ -298,14 +368,15 @@ class BusinessWorker(Worker):
     def _run(self, link, packet, client_id, handler, args):
         raw = packet.ext
         key = (link, packet.connection_id)
-        stale = self._stale.get(key) if self._stale else None
-        if stale is not None:
-            # This event left the gateway before our last change of the session got
-            # there: the session it carries is older than the one we wrote.
-            if raw == stale[0]:
-                raw = stale[1]
+        written = self._stale.get(key) if self._stale else None
+        if written is not None:
+            # An event that left the gateway before our last change of the session got
+            # there carries an older session than the one we wrote.
+            latest = written.current(raw)
+            if latest is None:
+                del self._stale[key]  # the gateway has caught up: its session is the truth
             else:
-                del self._stale[key]
+                raw = latest
         if raw:
             session, before = wire.loads(raw), wire.loads(raw)
         else:
@@ -333,14 +404,20 @@ class BusinessWorker(Worker):
         changes = sessions.diff(context.before, session)
         try:
             ext = wire.dumps(changes)
-            fresh = wire.dumps(session) if session else b""
         except (TypeError, ValueError) as error:
             log("Context.session of %s is not JSON: %s; not saved" % (context.client_id, error))
             return
         link.send_soon(pack(Cmd.PATCH_SESSION, packet.connection_id, ext))
-        self._stale[(link, packet.connection_id)] = (packet.ext, fresh)
-        context.before = wire.loads(fresh) if fresh else {}  # written: a later call sends
-        # only what changes after this
+        # The session the gateway will have once it applies the patch (the same bytes
+        # it will send with the next events), and those it may still send until then.
+        key = (link, packet.connection_id)
+        fresh = _session_after(context.before, changes)
+        written = self._stale.get(key)
+        if written is None:
+            written = self._stale[key] = Written()
+        written.wrote(fresh, *((packet.ext,) if raw is None else (packet.ext, raw)))
+        context.before = wire.loads(fresh) if fresh else {}  # written: a later call of
+        # the handler sends only what changes after this
 
     def flush_session(self):
         """Write the current client's session changes back now, before a message leaves

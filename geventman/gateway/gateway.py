@@ -49,7 +49,7 @@ class Link:
     """What the gateway knows of one inner connection (a business worker or a client)."""
 
     __slots__ = ("connection", "worker_key", "authorized", "clients", "leaving", "deferred",
-                 "waiting", "full", "active")
+                 "waiting", "full", "active", "returned")
 
     def __init__(self, connection):
         self.connection = connection
@@ -58,6 +58,7 @@ class Link:
         self.clients = 0           # clients routed to it (router.least_loaded)
         self.leaving = False       # it said WORKER_LEAVING; events for it wait
         self.deferred = []         # (client, packet) held until it is gone
+        self.returned = []         # (client, packet) it gave back: older than deferred
         self.waiting = []          # clients paused while its send buffer is full
         self.full = False
         self.active = False        # in Gateway.workers: a router may choose it
@@ -289,6 +290,9 @@ class Gateway(Worker):
             client.deferred -= 1
             if client.state is not ESTABLISHED and packet[4] != Cmd.CLOSE:
                 continue
+            # The session as it is now: the worker that left may have changed it
+            # after this event was held.
+            packet = wire.replace_ext(packet, client.session)
             link = self._route(client, None, b"")
             if link is None or link.leaving or link.full:
                 self._hold(client, link, packet)
@@ -335,8 +339,8 @@ class Gateway(Worker):
         moved = [client for client in self.clients.values() if client.route is link]
         for client in moved:
             client.route = None
-        held, link.deferred = link.deferred + link.waiting, []
-        link.waiting = []
+        held, link.deferred = link.returned + link.deferred + link.waiting, []
+        link.waiting = link.returned = []
         for client, _ in held:
             if client.route is link:
                 client.route = None
@@ -404,6 +408,22 @@ class Gateway(Worker):
             del self.workers[link.worker_key]
         link.leaving, link.active = True, False
         link.send(pack(Cmd.LEAVE_ACK))
+
+    def _returned(self, link, packet):
+        """An event the leaving worker did not start: it waits with those held for the
+        worker, ahead of them (it is older), and goes to the next one."""
+        event = packet.body
+        if wire.packet_length(event) != len(event) or event[4] not in wire.EVENTS:
+            raise ValueError("not an event packet")
+        number = wire.unpack(event).connection_id
+        client = self.clients.get(number)
+        if client is None:
+            if event[4] != Cmd.CLOSE:
+                return  # the client is gone; only its on_close is still to run
+            client = _Gone(number, wire.unpack(event).ext)
+        client.pause_recv()
+        client.deferred += 1
+        link.returned.append((client, event))
 
     # -- commands --------------------------------------------------------------------
 
@@ -586,7 +606,7 @@ class Gateway(Worker):
         Cmd.JOIN_GROUP: _join_group, Cmd.LEAVE_GROUP: _leave_group, Cmd.UNGROUP: _ungroup,
         Cmd.QUERY: _query, Cmd.PING: _ping,
         Cmd.WORKER_CONNECT: _worker_connect, Cmd.CLIENT_CONNECT: _ping,
-        Cmd.WORKER_LEAVING: _worker_leaving,
+        Cmd.WORKER_LEAVING: _worker_leaving, Cmd.RETURNED: _returned,
     }
 
     # -- status ----------------------------------------------------------------------
@@ -602,6 +622,21 @@ class Gateway(Worker):
         worker = connection.worker
         return {"client_id": wire.client_id(worker.lan_ip, worker.lan_port, connection.id),
                 "uid": connection.uid, "groups": sorted(connection.groups or ())}
+
+
+class _Gone:
+    """Stands for a client that is gone when a leaving worker gives its CLOSE event
+    back, so that on_close still runs on the next worker."""
+
+    state = None
+    route = None
+    deferred = 0
+
+    def __init__(self, number, session):
+        self.id, self.session = number, session
+
+    def pause_recv(self):
+        pass
 
 
 def broadcast(clients, packet):

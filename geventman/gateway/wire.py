@@ -64,6 +64,8 @@ class Cmd(enum.IntEnum):
     REPLY = 208             # the answer to a request id, JSON in the body
     WELCOME = 209           # the gateway accepted a worker: ext says its client port
     REFUSED = 210           # the gateway refused the peer (bad secret key)
+    RETURNED = 211          # a leaving worker gives back an event it did not start
+                            # (body: the event's packet); it goes before those held
 
 
 #: Events carry a session; commands that target one client carry its connection id.
@@ -89,6 +91,19 @@ def pack(cmd, connection_id=0, ext=b"", body=b"", flags=0, request_id=0,
     length = HEADER_SIZE + len(ext) + len(body)
     return HEADER.pack(length, cmd, flags, connection_id, request_id, client_port,
                        client_ip, len(ext)) + ext + body
+
+
+def replace_ext(package, ext):
+    """A packet (bytes) with another ext: an event held in a gateway gets the client's
+    session as it is when the event is finally sent."""
+    ext_length = _EXT_LENGTH.unpack_from(package, 32)[0]
+    end = HEADER_SIZE + ext_length
+    if package[HEADER_SIZE:end] == ext:
+        return package
+    header = bytearray(package[:HEADER_SIZE])
+    _PREFIX_LENGTH.pack_into(header, 0, len(package) - ext_length + len(ext))
+    _EXT_LENGTH.pack_into(header, 32, len(ext))
+    return bytes(header) + ext + package[end:]
 
 
 class Packet:
@@ -136,6 +151,7 @@ def packet_length(buffer, max_size=MAX_PACKET_SIZE):
 
 
 _CHECKED = struct.Struct(">IB27xI")  # length, command, ext length: what input() checks
+_EXT_LENGTH = _PREFIX_LENGTH = struct.Struct(">I")
 
 
 def unpack(package):
