@@ -25,6 +25,9 @@ class RecordingLink:
         self.sent.append(wire.unpack(packet))
         return True
 
+    def send_soon(self, packet):
+        return self.send(packet, True)
+
 
 class Gateway:
     """The gateway's side of one client: its session, patched in order."""

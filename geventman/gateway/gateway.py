@@ -547,7 +547,13 @@ class Gateway(Worker):
     def _query(self, link, packet):
         question = packet.argument
         query = self._queries.get(question.get("q"))
-        answer = query(self, question) if query is not None else None  # asked, answered
+        if query is None:  # a peer of another version: it gets an answer, not a 3 s wait
+            log("gateway %s: bad QUERY from %s: unknown query %r" % (
+                self.inner_address, link.connection.get_remote_address(),
+                str(question.get("q"))[:100]))
+            answer = None
+        else:
+            answer = query(self, question)
         link.send(pack(Cmd.REPLY, 0, b"", wire.dumps(answer), wire.JSON, packet.request_id))
 
     def _ping(self, link, packet):
