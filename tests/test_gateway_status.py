@@ -1,10 +1,11 @@
 """status and connections show gateway and business worker processes: clients held,
 messages relayed, links, events handled; a gateway client's id, uid and groups."""
 import json
+import socket
 
 import websocket as websocket_client          # websocket-client
 
-from conftest import free_port, wait_until
+from conftest import free_port, port_open, wait_until
 
 START = """
     import os
@@ -76,3 +77,15 @@ def test_status_and_connections_show_the_gateway(project):
         assert len(mine) == 1 and mine[0].split()[-2:] == ["alice", "room1,room2"]
     finally:
         client.close()
+
+
+def test_a_taken_inner_port_fails_the_start_and_names_it(project):
+    port, inner = free_port(), free_port()
+    project.app("edge", START % (port, inner), **{"events.py": EVENTS})
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", inner))
+        squatter.listen()
+        result = project.command("start", "-d")
+    assert result.returncode == 1
+    assert "inner port 127.0.0.1:%d" % inner in result.stdout + result.stderr
+    assert not port_open(port)   # nothing was left listening
