@@ -90,6 +90,21 @@ class SocketClient:
         self.close()
 
 
+class WebSocketClient:
+    """What the websocket-client based test clients share: ``ws``, closing, ``with``."""
+
+    ws = None
+
+    def close(self):
+        self.ws.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class LineClient(SocketClient):
     """A blocking text:// client with a timeout on every read."""
 

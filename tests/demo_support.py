@@ -12,7 +12,7 @@ import time
 
 import websocket as websocket_client   # websocket-client
 
-from conftest import REPO, Project, free_port
+from conftest import REPO, Project, WebSocketClient, free_port
 
 
 def free_port_run(count):
@@ -96,7 +96,7 @@ def running_demo(tmp_path_factory, name, prefix, env=None, args=()):
         project.cleanup()
 
 
-class JsonClient:
+class JsonClient(WebSocketClient):
     """A blocking websocket client that sends and receives JSON objects."""
 
     answer_pings = True   # as the pages do: {"type":"pong"} for every {"type":"ping"}
@@ -146,12 +146,3 @@ class JsonClient:
             return True
         finally:
             self.ws.settimeout(10)
-
-    def close(self):
-        self.ws.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -34,7 +34,8 @@ import time
 import pytest
 import websocket as websocket_client          # websocket-client
 
-from conftest import REPO, LineClient, Project, free_port, port_open, wait_until
+from conftest import (REPO, LineClient, Project, WebSocketClient, free_port, port_open,
+                      wait_until)
 
 DOCS = os.path.join(REPO, "docs")
 MARKER = re.compile(r"^<!-- gateway-example: (?P<name>[\w-]+)(?P<options>[^>]*?)\s*-->\n"
@@ -166,7 +167,7 @@ def business_linked(project, count, links=1):
     wait_until(lambda: len(rows()) == count, timeout=15, message="business workers linked")
 
 
-class WsClient:
+class WsClient(WebSocketClient):
     """A blocking WebSocket client that reads JSON and skips heartbeat pings."""
 
     def __init__(self, port, path="/"):
@@ -181,15 +182,6 @@ class WsClient:
 
     def recv_json(self):
         return json.loads(self.recv())
-
-    def close(self):
-        self.ws.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # -- gateway.md ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 import pytest
 import websocket as websocket_client          # websocket-client
 
-from conftest import LineClient, free_port, port_open, wait_until
+from conftest import LineClient, WebSocketClient, free_port, port_open, wait_until
 from geventman.gateway import wire
 from geventman.gateway.wire import Cmd, pack
 
@@ -187,7 +187,7 @@ class App:
         return WsClient(self.port, path)
 
 
-class WsClient:
+class WsClient(WebSocketClient):
     """A websocket-client connection that knows its client_id (from the welcome) and
     keeps what it received that was not a reply (pushes)."""
 
@@ -241,15 +241,6 @@ class WsClient:
             return True
         except websocket_client.WebSocketTimeoutException:
             return False
-
-    def close(self):
-        self.ws.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def log_lines(project, text):
