@@ -79,6 +79,15 @@ EVENTS = """
         note("closed.log", client_id)
 
 
+    def on_websocket_connect(client_id, data):
+        if data["path"] == "/":
+            return
+        Context.session["ws"] = {"get": data["get"], "path": data["path"],
+                                 "cookie": data["cookie"],
+                                 "agent": data["headers"].get("user-agent"),
+                                 "uri": data["server"].get("REQUEST_URI")}
+
+
     def on_message(client_id, message):
         if not isinstance(message, (str, dict)) or message == "hb":
             return  # a client's own heartbeat
@@ -148,12 +157,17 @@ class App:
         self.project, self.port, self.inner, self.gateways = project, port, inner, gateways
         self.store = project.path("applications", "chat", "store")
 
-    def file(self, name):
+    def lines(self, name):
+        """Lines of a file the app wrote in its folder ([] before it exists)."""
         try:
             with open(self.project.path("applications", "chat", name)) as handle:
-                return handle.read().split()
+                return handle.read().splitlines()
         except FileNotFoundError:
             return []
+
+    def file(self, name):
+        """The first word of each line (the client ids of closed.log...)."""
+        return [line.split()[0] for line in self.lines(name) if line.strip()]
 
     def wait_linked(self, links):
         """Until every business worker has a link to every gateway: a probe client's
@@ -411,6 +425,45 @@ def test_a_session_set_in_one_message_is_there_in_the_next_on_either_worker(proj
         expected = {"n": 3, "m": [2], "i": 99, "uid": "42"}
         assert a.ask("set", key="n", value=3)["session"] == expected
         assert other.call("get_session", a.id) == expected
+
+
+GATEWAY_HOOKS = """
+    def gateway_side(what):
+        def hook(connection):
+            with open(os.path.join(os.path.dirname(Store.path), "hooks.log"), "a") as f:
+                f.write("%s %d %s\\n" % (what, os.getpid(), connection.get_remote_port()))
+        return hook
+
+    gateway.on_connect = gateway_side("connect")
+    gateway.on_close = gateway_side("close")
+"""
+
+
+def test_websocket_handshake_data_and_gateway_side_hooks(project):
+    app = start_app(project, workers=1, extra_start=GATEWAY_HOOKS)
+    client = WsClient.__new__(WsClient)
+    client.ws = websocket_client.create_connection(
+        "ws://127.0.0.1:%d/room/1?user=tom&x=" % app.port, timeout=10,
+        cookie="sid=abc; theme=dark", header=["User-Agent: test-agent/1"])
+    client.pushes = []
+    welcome = client.reply()
+    session = client.ask("session")["session"]
+    assert session == {"ws": {"get": {"user": "tom", "x": ""}, "path": "/room/1",
+                              "cookie": {"sid": "abc", "theme": "dark"},
+                              "agent": "test-agent/1", "uri": "/room/1?user=tom&x="}}
+    port = client.ws.sock.getsockname()[1]
+    client.close()
+    wait_until(lambda: welcome["welcome"] in app.file("closed.log"), message="on_close")
+
+    def mine():
+        return [entry[0] for entry in hooks() if entry[2] == str(port)]
+
+    def hooks():
+        return [line.split() for line in app.lines("hooks.log")]
+    wait_until(lambda: len(mine()) == 2, message="the gateway's on_close hook")
+    assert mine() == ["connect", "close"]
+    gateway_pids = {int(entry[1]) for entry in hooks()}
+    assert welcome["pid"] not in gateway_pids   # the hooks ran in the gateway process
 
 
 def test_two_blocked_handlers_run_at_once_each_with_its_own_context(project):
@@ -672,13 +725,14 @@ def test_a_business_worker_with_a_wrong_secret_key_is_refused(project):
     finally:
         for client in clients:
             client.close()
-    connected = app.file("connected.log")
-    assert "WrongKey" not in connected and connected.count("BusinessWorker") >= 5
-    gateway_side = log_lines(project, "wrong secret_key")
-    refused = [line for line in gateway_side if "gateway" in line and "refused" in line]
-    assert len([line for line in refused if "refused 127.0.0.1" in line]) >= 1
-    # one line per refusal on each side, not one per retry burst
-    assert len(refused) <= 2 * len(log_lines(project, "refused this worker")) + 1
+    workers = [line.split()[1] for line in app.lines("connected.log")]
+    assert "WrongKey" not in workers and workers.count("BusinessWorker") >= 5
+    # each attempt of the wrong worker: one line in the gateway, one in the worker
+    gateway_side = log_lines(project, "refused 127.0.0.1:")
+    worker_side = log_lines(project, "refused this worker: wrong secret_key")
+    assert len(gateway_side) >= 1 and abs(len(gateway_side) - len(worker_side)) <= 1
+    assert all("wrong secret_key" in line for line in gateway_side)
+    assert "Traceback" not in project.log()
 
 
 def test_a_gateway_client_with_a_wrong_secret_key_is_refused(project):
