@@ -404,8 +404,8 @@ class Gateway(Worker):
         client = self.clients.get(packet.connection_id)
         if client is not None:
             if packet.flags & wire.HAS_DATA:
-                client.close(packet.body if packet.flags & wire.RAW else packet.data,
-                             bool(packet.flags & wire.RAW))
+                raw = bool(packet.flags & wire.RAW)
+                client.close(packet.body if raw else _value(client, packet), raw)
             else:
                 client.close()
 
@@ -558,11 +558,23 @@ class Gateway(Worker):
                 "uid": connection.uid, "groups": sorted(connection.groups or ())}
 
 
+#: Protocols that carry only text and bytes: a JSON value (a dict...) reaches their
+#: clients as its JSON text, as a WebSocket client gets it in a text frame.
+STRING_ONLY = (Text, Frame)
+
+
+def _value(client, packet):
+    """The message as the client's protocol takes it."""
+    if packet.flags & wire.JSON and client.protocol in STRING_ONLY:
+        return packet.body
+    return packet.data
+
+
 def _send(client, packet):
     if packet.flags & wire.RAW:
         client.send(packet.body, True)
     else:
-        client.send(packet.data)
+        client.send(_value(client, packet))
 
 
 def broadcast(clients, packet):
@@ -581,7 +593,8 @@ def broadcast(clients, packet):
             continue
         frame = encoded.get(key)
         if frame is None:
-            frame = encoded[key] = client.protocol.encode(data, client)
+            value = packet.body if key in STRING_ONLY and packet.flags & wire.JSON else data
+            frame = encoded[key] = client.protocol.encode(value, client)
             if isinstance(frame, str):
                 frame = encoded[key] = frame.encode()
         client.send(frame, True)
