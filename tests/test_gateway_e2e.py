@@ -695,11 +695,21 @@ def test_text_and_custom_protocol_gateways(project):
         assert line.recvline() == "everyone"
         assert json.loads(reader.readline()) == {"to": "json"}
         assert json.loads(reader.readline()) == "everyone"
+        # a JSON value reaches a text client as its JSON text, one line (and every
+        # client of the broadcast gets it)
+        with LineClient(text_port) as second:
+            second_id = json.loads(second.recvline())["welcome"]
+            ws.call("send_to_all", {"k": [1, "é"]}, exclude=[ws.id])
+            ws.call("send_to_client", second_id, [1, 2])
+            assert line.recvline() == '{"k":[1,"é"]}'
+            assert second.recvline() == '{"k":[1,"é"]}'
+            assert second.recvline() == '[1,2]'
+            assert json.loads(reader.readline()) == {"k": [1, "é"]}
         # raw: written as it is, no protocol encode
         ws.call("send_to_client", text_id, "raw line\n", raw=True)
         assert line.recvline() == "raw line"
-        ws.call("close_client", text_id, "bye")
-        assert line.recvline() == "bye"
+        ws.call("close_client", text_id, {"bye": True})
+        assert line.recvline() == '{"bye":true}'
         assert line.closed_by_peer()
 
 
