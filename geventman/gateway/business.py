@@ -288,12 +288,14 @@ class BusinessWorker(Worker):
         key = (link, packet.connection_id)
         stale = self._stale.get(key)
         if stale is not None:
-            # This event left the gateway before our last change of the session got
-            # there: the session it carries is older than the one we wrote.
-            if raw == stale[0]:
-                raw = stale[1]
+            older, fresh = stale
+            if raw in older:
+                # This event left the gateway before our last change of the session got
+                # there: the session it carries is older than the one we wrote.
+                del older[:older.index(raw)]  # the gateway is past those before it
+                raw = fresh
             else:
-                del self._stale[key]
+                del self._stale[key]  # caught up, or changed by another process
         if raw:
             session, before = wire.loads(raw), wire.loads(raw)
         else:
@@ -328,9 +330,22 @@ class BusinessWorker(Worker):
             log("Context.session of %s is not JSON: %s; not saved" % (context.client_id, error))
             return
         link.send(pack(Cmd.PATCH_SESSION, packet.connection_id, ext), True)
-        self._stale[(link, packet.connection_id)] = (packet.ext, fresh)
+        self.session_written(context, fresh)
         context.before = wire.loads(fresh) if fresh else {}  # written: a later call sends
         # only what changes after this
+
+    def session_written(self, context, fresh):
+        """We sent the gateway a change of the client's session, after which it holds
+        ``fresh`` (its JSON). Events that left the gateway before the change got there
+        carry an older session (the event's own, or one of our earlier writes, in
+        order): those get ``fresh`` instead (see _run)."""
+        key = (context.link, context.connection_id)
+        stale = self._stale.get(key)
+        if stale is None:
+            self._stale[key] = ([context.packet.ext], fresh)
+        else:
+            stale[0].append(stale[1])
+            self._stale[key] = (stale[0], fresh)
 
     def flush_session(self):
         """Write the current client's session changes back now, before a message leaves
