@@ -466,6 +466,29 @@ def test_websocket_handshake_data_and_gateway_side_hooks(project):
     assert welcome["pid"] not in gateway_pids   # the hooks ran in the gateway process
 
 
+def test_pipelined_messages_see_the_session_the_one_before_left(project):
+    """The client sends without waiting: the second message left the gateway before the
+    first one's change got there, yet its handler sees the change (same worker)."""
+    app = start_app(project, workers=1)
+    with app.client() as a:
+        for number in range(20):
+            requests = [
+                {"op": "set", "key": "n", "value": number},
+                {"op": "call", "name": "update_session", "args": [a.id, {"u": number}]},
+                {"op": "call", "name": "set_session",
+                 "args": [a.id, {"s": number, "n": number, "u": number}]},
+                {"op": "session"}]
+            a.ws.send(json.dumps(requests[0]))
+            a.ws.send(json.dumps(requests[1]))
+            a.ws.send(json.dumps(requests[3]))
+            a.ws.send(json.dumps(requests[2]))
+            a.ws.send(json.dumps(requests[3]))
+            replies = [a.reply() for _ in range(5)]
+            left = {"s": number - 1} if number else {}   # by the last set_session
+            assert replies[2]["session"] == dict(left, n=number, u=number)
+            assert replies[4]["session"] == {"s": number, "n": number, "u": number}
+
+
 def test_two_blocked_handlers_run_at_once_each_with_its_own_context(project):
     app = start_app(project, workers=2)
     clients = [app.client() for _ in range(3)]
