@@ -388,6 +388,31 @@ def test_every_api_call_through_two_gateways_and_two_business_workers(project):
     assert "Traceback" not in project.log()
 
 
+def test_big_messages_cross_both_ways(project):
+    app = start_app(project, workers=1)
+    with app.client() as a, app.client() as b:
+        big = "x" * (3 << 20)
+        assert a.ask("echo", value=big)["echo"] == big
+        a.call("send_to_all", big)
+        a.call("send_to_all", "m")
+        assert b.pushes_until("m") == [big]
+        assert a.pushes_until("m") == [big]
+
+
+def test_the_messages_of_one_client_are_handled_in_order(project):
+    app = start_app(project, workers=2)
+    clients = [app.client() for _ in range(4)]
+    try:
+        for client in clients:
+            for number in range(500):
+                client.ws.send(json.dumps({"op": "echo", "value": number}))
+        for client in clients:
+            assert [client.reply()["echo"] for _ in range(500)] == list(range(500))
+    finally:
+        for client in clients:
+            client.close()
+
+
 def test_send_to_client_with_a_bad_id_is_false_and_harmless(project):
     app = start_app(project, workers=1)
     with app.client() as a:
@@ -638,6 +663,47 @@ def test_gateway_client_from_a_plain_python_program(project, tmp_path):
                                        "to the room"]
         assert b.pushes_until("m") == ['{"to":"all"}']
         assert a.ask("session")["session"] == {"from": "plain"}
+
+
+def test_gateway_client_under_threads_and_with_a_gateway_that_never_answers(project):
+    import threading
+    from geventman.client import GatewayClient
+    app = start_app(project, workers=2)
+    with app.client() as a, app.client() as b:
+        client = GatewayClient(path=app.store, timeout=1.0)
+        errors, counts = [], []
+
+        def work(number):
+            try:
+                for _ in range(20):
+                    counts.append(client.get_all_client_count())
+                    assert client.is_online(a.id) and client.get_session(b.id) == {}
+                client.send_to_client(a.id, "t%d" % number)
+            except Exception as error:   # reported below
+                errors.append(repr(error))
+        threads = [threading.Thread(target=work, args=(number,)) for number in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == [] and counts == [2] * 160
+        b.call("send_to_client", a.id, "m")
+        assert sorted(a.pushes_until("m")) == sorted("t%d" % n for n in range(8))
+
+        # A gateway listed in the store that accepts but never answers costs one
+        # timeout, and the live gateway's answer still counts.
+        with socket.socket() as hole:
+            hole.bind(("127.0.0.1", 0))
+            hole.listen(8)
+            address = "127.0.0.1:%d" % hole.getsockname()[1]
+            entry = os.path.join(app.store, "chat", address.replace(":", "_"))
+            with open(entry, "w") as handle:
+                handle.write(address)
+            fresh = GatewayClient(path=app.store, timeout=1.0)
+            started = time.monotonic()
+            assert fresh.get_all_client_count() == 2
+            assert 0.9 < time.monotonic() - started < 1.8
+            os.unlink(entry)
 
 
 # -- text:// and a custom protocol -------------------------------------------------------
