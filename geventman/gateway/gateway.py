@@ -325,7 +325,8 @@ class Gateway(Worker):
             return connection.destroy()
         try:
             handler(self, link, packet)
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as error:
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            # an argument of the wrong JSON type (a list for a dict...): one line
             log("gateway %s: bad %s from %s: %s" % (
                 self.inner_address, wire._name(cmd), connection.get_remote_address(),
                 repr(error)[:200]))
