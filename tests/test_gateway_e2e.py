@@ -888,10 +888,26 @@ def test_garbage_on_the_inner_port_is_refused_with_one_line(project):
             reply = sock.recv(65536)
             packet = wire.unpack(reply[:wire.packet_length(reply)])
             assert (packet.cmd, packet.request_id, packet.data) == (Cmd.REPLY, 4, 1)
+        # arguments of the wrong JSON type
+        number = wire.parse_client_id(a.id)[2]
+        wrong = [pack(Cmd.SEND_TO_GROUP, 0, b"[1]", b"x"), pack(Cmd.SEND_TO_ALL, 0, b"[1]"),
+                 pack(Cmd.SEND_TO_UID, 0, b"7", b"x"), pack(Cmd.UPDATE_SESSION, number, b"[1]"),
+                 pack(Cmd.PATCH_SESSION, number, b"[1]"), pack(Cmd.SET_SESSION, number, b"3"),
+                 pack(Cmd.BIND_UID, number, b"\xff"), pack(Cmd.WORKER_CONNECT, 0, b"[1]")]
+        with socket.create_connection(("127.0.0.1", app.inner), timeout=5) as sock:
+            for packet in wrong:
+                sock.sendall(packet)
+            wait_until(lambda: len(project.log().splitlines()) >= before + 4 + len(wrong),
+                       message="a line for each")
         assert a.ask("echo", value="ok")["echo"] == "ok"
         assert a.call("get_all_client_count") == 1
+        assert a.ask("session")["session"] == {}
         new = project.log().splitlines()[before + 1:]
-        assert len(new) == 3 and all("bad QUERY" in line for line in new), new
+        assert len(new) == 3 + len(wrong), new
+        assert all("bad QUERY" in line for line in new[:3]), new
+        names = ["SEND_TO_GROUP", "SEND_TO_ALL", "SEND_TO_UID", "UPDATE_SESSION",
+                 "PATCH_SESSION", "SET_SESSION", "BIND_UID", "WORKER_CONNECT"]
+        assert [line.split(" bad ")[1].split()[0] for line in new[3:]] == names, new
     assert "Traceback" not in project.log()
 
 
