@@ -312,13 +312,15 @@ class BusinessWorker(Worker):
         if packet.cmd != Cmd.CLOSE:
             self._write_back(link, packet, context, raw)
 
-    def _write_back(self, link, packet, context, raw):
+    def _write_back(self, link, packet, context, raw, final=True):
         """Send the session keys the handler changed (only those: an update another
-        process made meanwhile to other keys survives)."""
+        process made meanwhile to other keys survives). A session that cannot be saved
+        is logged once, after the handler (``final``)."""
         session = context.session
         if not isinstance(session, dict):
-            log("Context.session of %s must be a dict, not %s: not saved" % (
-                context.client_id, type(session).__name__))
+            if final:
+                log("Context.session of %s must be a dict, not %s: not saved" % (
+                    context.client_id, type(session).__name__))
             return
         if session == context.before:
             return
@@ -327,7 +329,9 @@ class BusinessWorker(Worker):
             ext = wire.dumps(changes)
             fresh = wire.dumps(session) if session else b""
         except (TypeError, ValueError) as error:
-            log("Context.session of %s is not JSON: %s; not saved" % (context.client_id, error))
+            if final:
+                log("Context.session of %s is not JSON: %s; not saved" % (
+                    context.client_id, error))
             return
         link.send(pack(Cmd.PATCH_SESSION, packet.connection_id, ext), True)
         self.session_written(context, fresh)
@@ -354,7 +358,7 @@ class BusinessWorker(Worker):
         context = contexts.get(getcurrent())
         if (context is not None and context.packet.cmd != Cmd.CLOSE
                 and context.session != context.before):
-            self._write_back(context.link, context.packet, context, None)
+            self._write_back(context.link, context.packet, context, None, final=False)
 
     def _watchdog(self):
         """Log, with its stack, a handler still running after process_timeout."""
