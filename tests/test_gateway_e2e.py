@@ -119,6 +119,10 @@ EVENTS = """
         elif op == "slow":
             slow_handler(request["seconds"])
             reply(done=True)
+        elif op == "bad session":
+            Context.session = request["value"] if "value" in request else {"s": {1, 2}}
+            for _ in range(3):
+                reply(sent=True)
         elif op == "echo":
             reply(echo=request["value"])
 
@@ -863,6 +867,18 @@ def test_an_exception_in_events_is_logged_counted_and_the_client_stays(project):
         [row] = [row for row in rows if row["throw_exception"]]
         assert row["pid"] == a.pid
         assert a.call("is_online", a.id) is True
+
+
+def test_a_session_that_cannot_be_saved_is_logged_once_per_handler(project):
+    app = start_app(project, workers=1)
+    with app.client() as a:
+        a.ws.send(json.dumps({"op": "bad session", "value": "not a dict"}))
+        a.ws.send(json.dumps({"op": "bad session"}))
+        assert [a.reply()["sent"] for _ in range(6)] == [True] * 6
+        assert a.ask("session")["session"] == {}
+        wait_until(lambda: len(log_lines(project, "Context.session of")) == 2, message="logs")
+        assert len(log_lines(project, "must be a dict, not str")) == 1
+        assert len(log_lines(project, "is not JSON")) == 1
 
 
 def test_garbage_on_the_inner_port_is_refused_with_one_line(project):
