@@ -710,6 +710,36 @@ def test_gateway_client_under_threads_and_with_a_gateway_that_never_answers(proj
             os.unlink(entry)
 
 
+PUSHER = """
+    from geventman import Worker
+    from geventman.lib import Gateway as Api
+
+    pusher = Worker("text://127.0.0.1:PUSH_PORT")
+    pusher.name = "Pusher"
+
+
+    def push(connection, line):
+        Api.send_to_all(line)
+        connection.send(str(Api.get_all_client_count()))
+
+
+    pusher.on_message = push
+"""
+
+
+def test_the_api_from_a_plain_worker_goes_through_a_gateway_client(project):
+    push_port = free_port()
+    app = start_app(project, workers=1, extra_start=PUSHER.replace("PUSH_PORT",
+                                                                    str(push_port)))
+    wait_until(lambda: port_open(push_port), message="the pusher")
+    with app.client() as a, app.client() as b, LineClient(push_port) as line:
+        assert line.ask("news") == "2"
+        assert line.ask("more") == "2"
+        a.call("send_to_all", "m")
+        assert a.pushes_until("m") == ["news", "more"]
+        assert b.pushes_until("m") == ["news", "more"]
+
+
 # -- text:// and a custom protocol -------------------------------------------------------
 
 PROTOCOL_GATEWAYS = """
