@@ -39,6 +39,8 @@ from geventman.runtime import call
 HIGH_WATER, LOW_WATER = 10000, 2000
 RECONNECT_DELAYS = (0.1, 0.5, 1, 2, 4)
 QUERY_TIMEOUT = 3.0
+#: Our writes of one client's session the gateway may not have applied yet, remembered.
+MAX_STALE = 64
 
 
 class EventContext:
@@ -348,8 +350,11 @@ class BusinessWorker(Worker):
         if stale is None:
             self._stale[key] = ([context.packet.ext], fresh)
         else:
-            stale[0].append(stale[1])
-            self._stale[key] = (stale[0], fresh)
+            older = stale[0]
+            older.append(stale[1])
+            if len(older) > MAX_STALE:
+                del older[0]  # a session that goes back and forth: keep it bounded
+            self._stale[key] = (older, fresh)
 
     def flush_session(self):
         """Write the current client's session changes back now, before a message leaves
