@@ -740,6 +740,38 @@ def test_the_api_from_a_plain_worker_goes_through_a_gateway_client(project):
         assert b.pushes_until("m") == ["news", "more"]
 
 
+def test_a_frozen_gateway_costs_one_query_bound(project):
+    import psutil
+    import signal
+    app = start_app(project, gateways=2, workers=1)
+    clients = []
+    try:
+        while len({wire.parse_client_id(c.id)[1] for c in clients}) < 2:
+            clients.append(app.client())
+            assert len(clients) < 40, "reuseport never used the second gateway"
+        by_port = {}
+        for client in clients:
+            by_port.setdefault(wire.parse_client_id(client.id)[1], []).append(client)
+        frozen_port, served_port = sorted(by_port)
+        frozen = [pid for pid in project.children() if any(
+            conn.laddr.port == frozen_port and conn.status == "LISTEN"
+            for conn in psutil.Process(pid).net_connections("tcp"))]
+        assert len(frozen) == 1
+        asker = by_port[served_port][0]
+        assert asker.call("get_all_client_count") == len(clients)
+        os.kill(frozen[0], signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            assert asker.call("get_all_client_count") == len(by_port[served_port])
+            assert 2.5 < time.monotonic() - started < 4.5
+        finally:
+            os.kill(frozen[0], signal.SIGCONT)
+        assert asker.call("get_all_client_count") == len(clients)
+    finally:
+        for client in clients:
+            client.close()
+
+
 # -- text:// and a custom protocol -------------------------------------------------------
 
 PROTOCOL_GATEWAYS = """
