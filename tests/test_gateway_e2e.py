@@ -123,6 +123,11 @@ EVENTS = """
             Context.session = request["value"] if "value" in request else {"s": {1, 2}}
             for _ in range(3):
                 reply(sent=True)
+        elif op == "binary":
+            Gateway.send_to_current_client(b"\\x00\\xffone")
+            Gateway.send_to_all(b"\\x00\\xffall")
+            Gateway.send_to_group("bin", b"\\x00\\xffgroup")
+            reply(done=True)
         elif op == "echo":
             reply(echo=request["value"])
 
@@ -401,6 +406,16 @@ def test_big_messages_cross_both_ways(project):
         a.call("send_to_all", "m")
         assert b.pushes_until("m") == [big]
         assert a.pushes_until("m") == [big]
+
+
+def test_bytes_reach_websocket_clients_as_binary_frames(project):
+    app = start_app(project, workers=1)
+    with app.client() as a, app.client() as b:
+        b.call("join_group", b.id, "bin")
+        assert a.ask("binary")["done"] is True
+        a.call("send_to_all", "m")
+        assert a.pushes_until("m") == [b"\x00\xffone", b"\x00\xffall"]
+        assert b.pushes_until("m") == [b"\x00\xffall", b"\x00\xffgroup"]
 
 
 def test_the_messages_of_one_client_are_handled_in_order(project):
