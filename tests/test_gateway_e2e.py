@@ -7,15 +7,19 @@ test drives the whole API from the client side and checks what every client rece
 Every project keeps its gateway list in a store folder of its own (Store.path)."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
+import psutil
 import pytest
 import websocket as websocket_client          # websocket-client
 
 from conftest import LineClient, free_port, port_open, wait_until
+from geventman.client import GatewayClient, GatewayError
 from geventman.gateway import wire
 from geventman.gateway.wire import Cmd, pack
 
@@ -137,18 +141,22 @@ EVENTS = """
 """
 
 
-def start_app(project, gateways=1, workers=2, secret="", extra_start="", events=EVENTS,
-              **files):
+def start_app(project, gateways=1, workers=2, secret="", extra_start="", ports=(),
+              more_gateways=(), **files):
+    """Start the app; wait until its gateways (and ``more_gateways``, offsets of inner
+    ports from INNER that ``extra_start`` adds) are listed and every worker links to
+    each. ``extra_start`` may use INNER; ``ports`` are more client ports to wait for."""
+    offsets = list(range(gateways)) + list(more_gateways)
     port, inner = free_port(), free_port()
-    while any(not free(inner + k) for k in range(gateways)):
+    while not all(free(inner + offset) for offset in offsets):
         inner = free_port()
-    source = (START.replace("PORT", str(port)).replace("INNER", str(inner))
-              .replace("GATEWAYS", str(gateways)).replace("WORKERS", str(workers))
-              .replace("SECRET", repr(secret)) + extra_start)
-    project.app("chat", source, events_py=events, **files)
-    project.start(ports=[port])
+    source = (START.replace("PORT", str(port)).replace("GATEWAYS", str(gateways))
+              .replace("WORKERS", str(workers)).replace("SECRET", repr(secret))
+              + extra_start).replace("INNER", str(inner))
+    project.app("chat", source, events_py=EVENTS, **files)
+    project.start(ports=[port, *ports])
     app = App(project, port, inner, gateways)
-    app.wait_linked(workers * gateways)
+    app.wait_linked([inner + offset for offset in offsets], workers)
     return app
 
 
@@ -159,6 +167,14 @@ def free(port):
             return True
         except OSError:
             return False
+
+
+def free_ports(count):
+    """``count`` consecutive free ports; the first is returned."""
+    first = free_port()
+    while not all(free(first + k) for k in range(count)):
+        first = free_port()
+    return first
 
 
 class App:
@@ -178,24 +194,20 @@ class App:
         """The first word of each line (the client ids of closed.log...)."""
         return [line.split()[0] for line in self.lines(name) if line.strip()]
 
-    def wait_linked(self, links):
-        """Until every business worker has a link to every gateway: a probe client's
-        CONNECT is answered, and each gateway is listed in the store."""
-        wait_until(lambda: len(self.listed()) == self.gateways, message="gateways listed")
-        with self.client() as probe:
-            pass
-        # each BusinessWorker links within a Store refresh; give each the chance
-        wait_until(lambda: self.linked() >= links, timeout=10, message="%d links" % links)
+    def wait_linked(self, inner_ports, workers):
+        """Until each gateway is listed in the store and each business worker has a
+        link to each (counted on the gateways' side)."""
+        wait_until(lambda: len(self.listed()) == len(inner_ports), message="gateways listed")
+        wait_until(lambda: self.linked(inner_ports) >= workers * len(inner_ports),
+                   message="%d links" % (workers * len(inner_ports)))
 
     def listed(self):
         folder = os.path.join(self.store, "chat")
         return os.listdir(folder) if os.path.isdir(folder) else []
 
-    def linked(self, ports=None):
+    def linked(self, ports):
         """Links to the gateways, from the gateway side (established connections to
-        the inner ports: those of the app's gateways, or ``ports``)."""
-        import psutil
-        ports = ports or range(self.inner, self.inner + self.gateways)
+        the inner ``ports``)."""
         count = 0
         for pid in self.project.children():
             try:
@@ -574,23 +586,10 @@ HEARTBEATS = """
 
 
 def test_three_heartbeat_modes(project):
-    beat = free_port()
-    while not all(free(beat + k) for k in range(3)):
-        beat = free_port()
-    inner = free_port()
-    while not all(free(inner + k) for k in (0, 10, 11, 12)):
-        inner = free_port()
-    extra = HEARTBEATS.replace("BEAT_PORT", str(beat)).replace("INNER", str(inner))
-    port = free_port()
-    source = (START.replace("PORT", str(port)).replace("INNER", str(inner))
-              .replace("GATEWAYS", "1").replace("WORKERS", "1").replace("SECRET", "''")
-              + extra)
-    project.app("chat", source, events_py=EVENTS)
-    project.start(ports=[port, beat, beat + 1, beat + 2])
-    app = App(project, port, inner, 1)
-    wait_until(lambda: len(app.listed()) == 4, message="four gateways listed")
-    beat_inner = [inner + 10, inner + 11, inner + 12]
-    wait_until(lambda: app.linked(beat_inner) == 3, message="the worker links to each")
+    beat = free_ports(3)
+    app = start_app(project, workers=1, ports=[beat, beat + 1, beat + 2],
+                    extra_start=HEARTBEATS.replace("BEAT_PORT", str(beat)),
+                    more_gateways=[10, 11, 12])
 
     def connect(number):
         return WsClient(beat + number)
@@ -685,8 +684,6 @@ def test_gateway_client_from_a_plain_python_program(project, tmp_path):
 
 
 def test_gateway_client_under_threads_and_with_a_gateway_that_never_answers(project):
-    import threading
-    from geventman.client import GatewayClient
     app = start_app(project, workers=2)
     with app.client() as a, app.client() as b:
         client = GatewayClient(path=app.store, timeout=1.0)
@@ -756,8 +753,6 @@ def test_the_api_from_a_plain_worker_goes_through_a_gateway_client(project):
 
 
 def test_a_frozen_gateway_costs_one_query_bound(project):
-    import psutil
-    import signal
     app = start_app(project, gateways=2, workers=1)
     clients = []
     try:
@@ -797,12 +792,10 @@ PROTOCOL_GATEWAYS = """
     text = Gateway("text://127.0.0.1:TEXT_PORT")
     text.name = "TextGateway"
     text.start_port = INNER + 10
-    text.secret_key = SECRET
 
     jsonnl = Gateway("jsonnl://127.0.0.1:JSON_PORT")
     jsonnl.name = "JsonGateway"
     jsonnl.start_port = INNER + 20
-    jsonnl.secret_key = SECRET
 """
 
 JSONNL = """
@@ -827,22 +820,11 @@ JSONNL = """
 
 def test_text_and_custom_protocol_gateways(project):
     text_port, json_port = free_port(), free_port()
-    inner = free_port()
-    while not all(free(inner + k) for k in (0, 10, 20)):
-        inner = free_port()
-    port = free_port()
     extra = (PROTOCOL_GATEWAYS.replace("TEXT_PORT", str(text_port))
-             .replace("JSON_PORT", str(json_port)).replace("INNER", str(inner))
-             .replace("SECRET", "''"))
-    source = (START.replace("PORT", str(port)).replace("INNER", str(inner))
-              .replace("GATEWAYS", "1").replace("WORKERS", "2").replace("SECRET", "''")
-              + extra)
-    project.app("chat", source, events_py=EVENTS, protocols__jsonnl_py=JSONNL)
-    project.start(ports=[port, text_port, json_port])
-    app = App(project, port, inner, 1)
-    wait_until(lambda: len(app.listed()) == 3, message="three gateways listed")
-    wait_until(lambda: app.linked([inner, inner + 10, inner + 20]) == 6,
-               message="each worker links to each gateway")
+             .replace("JSON_PORT", str(json_port)))
+    app = start_app(project, workers=2, ports=[text_port, json_port], extra_start=extra,
+                    more_gateways=[10, 20], protocols__jsonnl_py=JSONNL)
+    inner = app.inner
 
     with LineClient(text_port) as line, socket.create_connection(
             ("127.0.0.1", json_port), timeout=10) as sock, app.client() as ws:
@@ -920,7 +902,6 @@ def test_a_business_worker_with_a_wrong_secret_key_is_refused(project):
 
 
 def test_a_gateway_client_with_a_wrong_secret_key_is_refused(project):
-    from geventman.client import GatewayClient, GatewayError
     app = start_app(project, workers=1, secret="s3cret")
     with app.client() as a:
         right = GatewayClient(path=app.store, secret_key="s3cret", timeout=2)
