@@ -409,6 +409,34 @@ def test_every_api_call_through_two_gateways_and_two_business_workers(project):
     assert "Traceback" not in project.log()
 
 
+def test_uid_and_group_edges(project):
+    app = start_app(project, workers=1)
+    with app.client() as a, app.client() as b:
+        a.call("bind_uid", a.id, "u1")
+        a.call("bind_uid", a.id, "u2")          # one uid per client: rebinding moves it
+        assert a.call("get_all_uids") == ["u2"]
+        assert a.call("get_client_ids_by_uid", "u1") == []
+        a.call("unbind_uid", a.id, "u1")        # not its uid: nothing happens
+        assert a.call("get_uid_by_client_id", a.id) == "u2"
+        b.call("bind_uid", b.id, "u2")          # many clients per uid
+        assert sorted(a.call("get_client_ids_by_uid", "u2")) == sorted([a.id, b.id])
+        a.call("join_group", a.id, "g")
+        a.call("join_group", a.id, "g")         # twice: still one member
+        a.call("leave_group", b.id, "g")        # not a member: nothing happens
+        assert a.call("get_client_count_by_group", "g") == 1
+        assert a.call("get_all_group_uid_counts") == {"g": 1}
+        a.call("join_group", a.id, 5)           # ints are strings
+        assert a.call("get_all_groups") == ["5", "g"]
+        a.call("send_to_group", ["g", 5], "once")
+        a.call("send_to_uid", "u2", "both")
+        a.call("send_to_all", "m")
+        assert a.pushes_until("m") == ["once", "both"]
+        assert b.pushes_until("m") == ["both"]
+        b.close()
+        wait_until(lambda: a.call("get_client_ids_by_uid", "u2") == [a.id],
+                   message="a closed client leaves its uid")
+
+
 def test_big_messages_cross_both_ways(project):
     app = start_app(project, workers=1)
     with app.client() as a, app.client() as b:
