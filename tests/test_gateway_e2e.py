@@ -573,6 +573,33 @@ def test_pipelined_messages_see_the_session_the_one_before_left(project):
             assert replies[4]["session"] == {"s": number, "n": number, "u": number}
 
 
+IP_FILTER = """
+    def deny_listed(connection):
+        deny = os.path.join(os.path.dirname(Store.path), "deny")
+        if os.path.exists(deny) and open(deny).read() == connection.get_remote_ip():
+            connection.close()
+
+    gateway.on_connect = deny_listed
+"""
+
+
+def test_a_gateway_on_connect_hook_can_refuse_a_client(project):
+    app = start_app(project, workers=1, extra_start=IP_FILTER)
+    with app.client() as a:
+        connected, closed = len(app.lines("connected.log")), len(app.lines("closed.log"))
+        with open(project.path("applications", "chat", "deny"), "w") as handle:
+            handle.write("127.0.0.1")
+        with pytest.raises((websocket_client.WebSocketException, ConnectionError)):
+            app.client()
+        os.unlink(project.path("applications", "chat", "deny"))
+        with app.client() as b:
+            assert sorted(a.call("get_all_client_ids")) == sorted([a.id, b.id])
+        wait_until(lambda: b.id in app.file("closed.log"), message="b's on_close")
+        # the refused client never reached events.py: no on_connect, no on_close
+        assert app.file("connected.log")[connected:] == [b.id]
+        assert app.file("closed.log")[closed:] == [b.id]
+
+
 def test_two_blocked_handlers_run_at_once_each_with_its_own_context(project):
     app = start_app(project, workers=2)
     clients = [app.client() for _ in range(3)]
