@@ -579,13 +579,18 @@ def _send(client, packet):
 
 
 def broadcast(clients, packet):
-    """Send one message to many clients, encoding it once per kind of connection (one
-    WebSocket frame for every open WebSocket without compression, not one per client)."""
+    """Send a command's message to many clients (see ``send_to_many``)."""
     if packet.flags & wire.RAW:
         for client in clients:
             client.send(packet.body, True)
         return
-    data = packet.data
+    send_to_many(clients, packet.data, packet.body if packet.flags & wire.JSON else None)
+
+
+def send_to_many(clients, data, json_text=None):
+    """Send one message to many clients, encoding it once per kind of connection (one
+    WebSocket frame for every open WebSocket without compression, not one per client).
+    ``json_text``: the JSON of ``data`` when it is a JSON value, for STRING_ONLY protocols."""
     encoded = {}
     for client in clients:
         key = shared_encoding(client)
@@ -594,7 +599,7 @@ def broadcast(clients, packet):
             continue
         frame = encoded.get(key)
         if frame is None:
-            value = packet.body if key in STRING_ONLY and packet.flags & wire.JSON else data
+            value = json_text if json_text is not None and key in STRING_ONLY else data
             frame = encoded[key] = client.protocol.encode(value, client)
             if isinstance(frame, str):
                 frame = encoded[key] = frame.encode()
