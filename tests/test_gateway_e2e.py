@@ -630,7 +630,7 @@ def test_two_blocked_handlers_run_at_once_each_with_its_own_context(project):
 
 HEARTBEATS = """
     for number, (interval, limit, data) in enumerate(
-            [(0.3, 2, "ping"), (0.3, 2, ""), (0.3, 0, "ping")]):
+            [(0.5, 2, "ping"), (0.5, 2, ""), (0.5, 0, "ping")]):
         beat = Gateway("websocket://127.0.0.1:%d" % (BEAT_PORT + number))
         beat.name = "Beat%d" % number
         beat.start_port = INNER + 10 + number
@@ -656,7 +656,7 @@ def test_three_heartbeat_modes(project):
     # 3. ping_data, no limit: pinged forever, never dropped
     pinged = connect(2)
     started = time.monotonic()
-    deadline = started + 2.4      # eight intervals
+    deadline = started + 3.0      # six intervals
     talker.ws.settimeout(0.1)
     beating.ws.settimeout(0.1)
     while time.monotonic() < deadline:
@@ -670,10 +670,10 @@ def test_three_heartbeat_modes(project):
     assert quiet.closed_by_peer(timeout=0.1)
     assert silent.pushes[:2] == ["ping", "ping"] and set(silent.pushes) == {"ping"}
     assert quiet.pushes == []
-    assert len(talker.pushes) >= 6 and set(talker.pushes) == {"ping"}
+    assert len(talker.pushes) >= 4 and set(talker.pushes) == {"ping"}
     assert beating.pushes == []
     assert not pinged.closed_by_peer(timeout=0.1)
-    assert len(pinged.pushes) >= 6 and set(pinged.pushes) == {"ping"}
+    assert len(pinged.pushes) >= 4 and set(pinged.pushes) == {"ping"}
     for client in (talker, beating, pinged):
         assert client.ask("echo", value="alive")["echo"] == "alive"
     # the dropped ones went through on_close like any other
