@@ -682,6 +682,7 @@ def test_three_heartbeat_modes(project):
     assert not {talker.id, beating.id, pinged.id} & set(app.file("closed.log"))
     for client in (silent, talker, quiet, beating, pinged):
         client.close()
+    assert "Traceback" not in project.log()
 
 
 # -- GatewayClient from a plain Python program -----------------------------------------
