@@ -2,6 +2,7 @@
 session merging, the heartbeat rule, the routers, and what each Gateway API call puts on
 the wire (calls.Calls over an in-memory transport)."""
 import json
+import os
 import struct
 
 import pytest
@@ -562,3 +563,53 @@ def test_no_gateway_means_empty_answers(calls, transport):
     assert calls.get_all_groups() == [] and calls.get_all_uids() == []
     calls.send_to_all("nobody hears")
     assert transport.sent == []
+
+
+# -- the file store and how GatewayClient picks gateways from it ---------------------------
+
+def list_gateway(store, app, address, age=0.0):
+    entry = store / app / address.replace(":", "_")
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_text(address)
+    if age:
+        import time
+        past = time.time() - age
+        os.utime(entry, (past, past))
+    return entry
+
+
+def test_file_store_lists_fresh_entries_and_tidies_stale_ones(tmp_path):
+    from geventman.gateway.store import FileStore
+    store = FileStore(str(tmp_path), ttl=3.0)
+    store.add("chat", "127.0.0.1:2300")
+    stale = list_gateway(tmp_path, "chat", "127.0.0.1:2301", age=10)
+    list_gateway(tmp_path, "todpole", "127.0.0.1:2400", age=10)
+    assert store.addresses("chat") == ["127.0.0.1:2300"]
+    assert not stale.exists()
+    assert store.apps() == ["chat"]
+    store.remove("chat", "127.0.0.1:2300")
+    assert store.addresses("chat") == [] and store.apps() == []
+    assert store.addresses("nobody") == []
+
+
+def test_gateway_client_finds_the_only_application(tmp_path):
+    from geventman.client import GatewayClient, GatewayError, GatewayNotFound
+    with pytest.raises(GatewayNotFound, match="no gateway is listed"):
+        GatewayClient(path=str(tmp_path)).get_all_client_count()
+    list_gateway(tmp_path, "chat", "127.0.0.1:1")
+    list_gateway(tmp_path, "todpole", "127.0.0.1:2")
+    with pytest.raises(GatewayError, match="several applications.*chat, todpole"):
+        GatewayClient(path=str(tmp_path)).get_all_client_count()
+    with pytest.raises(GatewayNotFound, match="'game'"):
+        GatewayClient(app="game", path=str(tmp_path)).get_all_client_count()
+    # a listed gateway that refuses connections: sends are False, questions unanswered
+    client = GatewayClient(app="chat", path=str(tmp_path), timeout=0.5)
+    assert client.send_to_client(wire.client_id("127.0.0.1", 1, 5), "x") is False
+    assert client.get_all_client_ids() == [] and client.is_online(
+        wire.client_id("127.0.0.1", 1, 5)) is False
+
+
+def test_an_unknown_store_driver_is_a_clear_error():
+    from geventman.gateway.store import Store, StoreError
+    with pytest.raises(StoreError, match="unknown Store.driver 'mysql'"):
+        Store.open("mysql")

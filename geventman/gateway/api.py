@@ -89,6 +89,7 @@ class GatewayApi(Calls):
         context = business.contexts.get(getcurrent())
         if context is not None and context.client_id == client_id:
             context.session, context.before = dict(session or {}), _copy(session or {})
+            _written(context)
         return result
 
     def update_session(self, client_id, changes):
@@ -97,7 +98,15 @@ class GatewayApi(Calls):
         if context is not None and context.client_id == client_id:
             context.session = sessions.merge(context.session, changes)
             context.before = sessions.merge(context.before, _copy(changes))
+            _written(context)
         return result
+
+
+def _written(context):
+    """The gateway will hold ``context.before``: the client's next events, if they left
+    before, see it too (business.BusinessWorker.session_written)."""
+    fresh = wire.dumps(context.before) if context.before else b""
+    business.BusinessWorker.current.session_written(context, fresh)
 
 
 def _copy(value):

@@ -39,6 +39,7 @@ from geventman.runtime import call
 HIGH_WATER, LOW_WATER = 10000, 2000
 RECONNECT_DELAYS = (0.1, 0.5, 1, 2, 4)
 QUERY_TIMEOUT = 3.0
+#: Our writes of one client's session the gateway may not have applied yet, remembered.
 
 
 class EventContext:
@@ -391,13 +392,15 @@ class BusinessWorker(Worker):
         if packet.cmd != Cmd.CLOSE:
             self._write_back(link, packet, context, raw)
 
-    def _write_back(self, link, packet, context, raw):
+    def _write_back(self, link, packet, context, raw, final=True):
         """Send the session keys the handler changed (only those: an update another
-        process made meanwhile to other keys survives)."""
+        process made meanwhile to other keys survives). A session that cannot be saved
+        is logged once, after the handler (``final``)."""
         session = context.session
         if not isinstance(session, dict):
-            log("Context.session of %s must be a dict, not %s: not saved" % (
-                context.client_id, type(session).__name__))
+            if final:
+                log("Context.session of %s must be a dict, not %s: not saved" % (
+                    context.client_id, type(session).__name__))
             return
         if session == context.before:
             return
@@ -405,19 +408,28 @@ class BusinessWorker(Worker):
         try:
             ext = wire.dumps(changes)
         except (TypeError, ValueError) as error:
-            log("Context.session of %s is not JSON: %s; not saved" % (context.client_id, error))
+            if final:
+                log("Context.session of %s is not JSON: %s; not saved" % (
+                    context.client_id, error))
             return
         link.send_soon(pack(Cmd.PATCH_SESSION, packet.connection_id, ext))
         # The session the gateway will have once it applies the patch (the same bytes
         # it will send with the next events), and those it may still send until then.
-        key = (link, packet.connection_id)
         fresh = _session_after(context.before, changes)
+        self.session_written(context, fresh, *(() if raw is None else (raw,)))
+        context.before = wire.loads(fresh) if fresh else {}  # written: a later call of
+        # the handler sends only what changes after this
+
+    def session_written(self, context, fresh, *superseded):
+        """We sent the gateway a change of the client's session, after which it holds
+        ``fresh`` (its JSON). Events that left the gateway before the change got there
+        carry an older session (the event's own, or one of our earlier writes): those
+        get ``fresh`` instead (see _run and Written)."""
+        key = (context.link, context.connection_id)
         written = self._stale.get(key)
         if written is None:
             written = self._stale[key] = Written()
-        written.wrote(fresh, *((packet.ext,) if raw is None else (packet.ext, raw)))
-        context.before = wire.loads(fresh) if fresh else {}  # written: a later call of
-        # the handler sends only what changes after this
+        written.wrote(fresh, context.packet.ext, *superseded)
 
     def flush_session(self):
         """Write the current client's session changes back now, before a message leaves
@@ -426,7 +438,7 @@ class BusinessWorker(Worker):
         context = contexts.get(getcurrent())
         if (context is not None and context.packet.cmd != Cmd.CLOSE
                 and context.session != context.before):
-            self._write_back(context.link, context.packet, context, None)
+            self._write_back(context.link, context.packet, context, None, final=False)
 
     def _watchdog(self):
         """Log, with its stack, a handler still running after process_timeout."""

@@ -368,6 +368,7 @@ class Gateway(Worker):
         try:
             handler(self, link, packet)
         except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as error:
+            # an argument of the wrong JSON type (a list for a dict...): one line
             log("gateway %s: bad %s from %s: %s" % (
                 self.inner_address, wire._name(cmd), connection.get_remote_address(),
                 repr(error)[:200]))
@@ -436,7 +437,7 @@ class Gateway(Worker):
             elif flags & wire.TEXT:
                 client.send(packet.body.decode("utf-8", "replace"))
             else:
-                client.send(packet.data)
+                client.send(_value(client, packet))
 
     def _send_to_all(self, link, packet):
         argument = packet.argument
@@ -469,8 +470,8 @@ class Gateway(Worker):
         client = self.clients.get(packet.connection_id)
         if client is not None:
             if packet.flags & wire.HAS_DATA:
-                client.close(packet.body if packet.flags & wire.RAW else packet.data,
-                             bool(packet.flags & wire.RAW))
+                raw = bool(packet.flags & wire.RAW)
+                client.close(packet.body if raw else _value(client, packet), raw)
             else:
                 client.close()
 
@@ -645,18 +646,31 @@ class _Gone:
         pass
 
 
+#: Protocols that carry only text and bytes: a JSON value (a dict...) reaches their
+#: clients as its JSON text, as a WebSocket client gets it in a text frame.
+STRING_ONLY = (Text, Frame)
+
+
+def _value(client, packet):
+    """The message as the client's protocol takes it."""
+    if packet.flags & wire.JSON and client.protocol in STRING_ONLY:
+        return packet.body
+    return packet.data
+
+
 def broadcast(clients, packet):
     """Send a command's message to many clients (see ``send_to_many``)."""
     if packet.flags & wire.RAW:
         for client in clients:
             client.send(packet.body, True)
         return
-    send_to_many(clients, packet.data)
+    send_to_many(clients, packet.data, packet.body if packet.flags & wire.JSON else None)
 
 
-def send_to_many(clients, data):
+def send_to_many(clients, data, json_text=None):
     """Send one message to many clients, encoding it once per kind of connection (one
-    WebSocket frame for every open WebSocket without compression, not one per client)."""
+    WebSocket frame for every open WebSocket without compression, not one per client).
+    ``json_text``: the JSON of ``data`` when it is a JSON value, for STRING_ONLY protocols."""
     encoded = {}
     for client in clients:
         key = shared_encoding(client)
@@ -666,7 +680,8 @@ def send_to_many(clients, data):
                 continue
             frame = encoded.get(key)
             if frame is None:
-                frame = encoded[key] = client.protocol.encode(data, client)
+                value = json_text if json_text is not None and key in STRING_ONLY else data
+                frame = encoded[key] = client.protocol.encode(value, client)
                 if isinstance(frame, str):
                     frame = encoded[key] = frame.encode()
         except (TypeError, ValueError, UnicodeError) as error:
