@@ -5,7 +5,7 @@ import socket
 
 import websocket as websocket_client          # websocket-client
 
-from conftest import free_port, port_open, wait_until
+from conftest import Project, free_port, port_open, wait_until
 
 START = """
     import os
@@ -89,3 +89,44 @@ def test_a_taken_inner_port_fails_the_start_and_names_it(project):
     assert result.returncode == 1
     assert "inner port 127.0.0.1:%d" % inner in result.stdout + result.stderr
     assert not port_open(port)   # nothing was left listening
+
+
+GATEWAY_ONLY = """
+    import os
+    from geventman.gateway import Gateway, Store
+
+    Store.path = STORE
+    gateway = Gateway("websocket://127.0.0.1:%d")
+    gateway.start_port = %d
+"""
+
+BUSINESS_ONLY = """
+    from geventman.gateway import BusinessWorker, Store
+
+    Store.path = STORE
+    worker = BusinessWorker()
+"""
+
+
+def test_clients_wait_for_the_first_business_worker(project, tmp_path):
+    """A client that comes before any business worker links completes its handshake at
+    once; its messages wait in the gateway and are answered once one links."""
+    store = repr(str(tmp_path / "store"))
+    port = free_port()
+    project.app("shop", (GATEWAY_ONLY % (port, free_port())).replace("STORE", store))
+    project.start(ports=[port])
+    client = websocket_client.create_connection("ws://127.0.0.1:%d/" % port, timeout=5)
+    try:
+        client.send("early")
+        (tmp_path / "business").mkdir()
+        business = Project(tmp_path / "business")
+        try:
+            business.app("shop", BUSINESS_ONLY.replace("STORE", store),
+                         **{"events.py": EVENTS})
+            business.start()
+            assert client.recv().startswith("ready ")   # its connect, then its message
+            assert client.recv() == "early"
+        finally:
+            business.cleanup()
+    finally:
+        client.close()

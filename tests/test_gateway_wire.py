@@ -438,9 +438,9 @@ def test_send_to_uid_and_group(calls, transport):
 
 @pytest.mark.parametrize("bad", ["", None, True, 1.5, [[]]])
 def test_bad_uids_and_groups_are_refused(calls, transport, bad):
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(ValueError, match="uid"):        # a clear error, even for None
         calls.send_to_uid(bad, "x")
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(ValueError, match="group"):
         calls.send_to_group(bad, "x")
     with pytest.raises(ValueError):
         calls.join_group(cid(A, 1), bad if bad != [[]] else [])

@@ -38,6 +38,7 @@ from geventman.runtime import call
 #: the gateways down), and the level at which reading resumes.
 HIGH_WATER, LOW_WATER = 10000, 2000
 RECONNECT_DELAYS = (0.1, 0.5, 1, 2, 4)
+REFUSED_DELAY = 30  # seconds before trying again a gateway that refused our secret_key
 QUERY_TIMEOUT = 3.0
 #: Our writes of one client's session the gateway may not have applied yet, remembered.
 
@@ -121,6 +122,7 @@ class GatewayLink(AsyncTcpConnection):
     """A business worker's link to one gateway process."""
 
     ready = False          # the gateway accepted us (WELCOME)
+    refused = False        # the gateway refused our secret_key (REFUSED)
     gateway_port = 0
     retries = 0
 
@@ -283,6 +285,8 @@ class BusinessWorker(Worker):
         if self._stopping or self.links.get(link.address) is not link:
             return
         delay = RECONNECT_DELAYS[min(link.retries, len(RECONNECT_DELAYS) - 1)]
+        if link.refused:
+            delay = REFUSED_DELAY  # a wrong key stays wrong until someone mends it
         link.retries += 1
         if link.retries == 3:
             log("business worker: cannot link to gateway %s; trying again" % link.address)
@@ -315,7 +319,7 @@ class BusinessWorker(Worker):
         elif cmd == Cmd.REFUSED:
             log("business worker: gateway %s refused this worker: wrong secret_key"
                 % link.address)
-            link.retries = len(RECONNECT_DELAYS)  # no hurry to be refused again
+            link.refused = True
         return None
 
     # -- events ----------------------------------------------------------------------

@@ -23,6 +23,8 @@ def _key(value, what):
 def _keys(values, what):
     if isinstance(values, (str, int)):
         values = [values]
+    if not isinstance(values, (list, tuple, set, frozenset)):
+        raise ValueError("%s: a str or int, or a list of them, not %r" % (what, values))
     return [_key(value, what) for value in values]
 
 

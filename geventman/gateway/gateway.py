@@ -265,9 +265,11 @@ class Gateway(Worker):
         return link
 
     def _hold(self, client, link, packet):
-        """No worker can take this event now: keep it, and stop reading the client until
-        it can (so at most one read's worth waits per client)."""
-        client.pause_recv()
+        """No worker can take this event now: keep it, and stop reading the client's
+        messages until it can (so at most one read's worth waits per client). A held
+        connect does not stop the reading: a WebSocket handshake still completes."""
+        if packet[4] == Cmd.MESSAGE:
+            client.pause_recv()
         client.deferred += 1
         if link is None:
             self._waiting_for_workers.append((client, packet))
@@ -288,9 +290,8 @@ class Gateway(Worker):
         """Send held events again (in their order), then read those clients again."""
         for client, packet in held:
             client.deferred -= 1
-            if client.state is not ESTABLISHED and packet[4] != Cmd.CLOSE:
-                continue
-            # The session as it is now: the worker that left may have changed it
+            # A client that left meanwhile still has its events handled, in order (its
+            # connect, what it said before going, its close). The session as it is now: the worker that left may have changed it
             # after this event was held.
             packet = wire.replace_ext(packet, client.session)
             link = self._route(client, None, b"")
