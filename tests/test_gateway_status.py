@@ -130,3 +130,14 @@ def test_clients_wait_for_the_first_business_worker(project, tmp_path):
             business.cleanup()
     finally:
         client.close()
+
+
+def test_a_lan_ip_that_is_not_ipv4_fails_the_start(project):
+    port = free_port()
+    source = (START % (port, free_port())).replace(
+        'gateway.name = "edge_gateway_with_a_long_name"',
+        'gateway.name = "edge"\n    gateway.lan_ip = "::1"')
+    project.app("edge", source, **{"events.py": EVENTS})
+    result = project.command("start", "-d")
+    assert result.returncode == 1
+    assert "lan_ip must be an IPv4 address" in result.stdout + result.stderr

@@ -13,6 +13,7 @@ address in the Store so they find it. The link protocol is ``wire``; the indices
 clients, uids and groups live here, one set per gateway process.
 """
 import hmac
+import ipaddress
 
 import gevent
 
@@ -115,6 +116,11 @@ class Gateway(Worker):
     def bind_listeners(self):
         """The client port as any worker's; the inner ports are only tried here (each
         child binds its own): one already taken fails the start, not a child."""
+        try:
+            ipaddress.IPv4Address(self.lan_ip)
+        except ValueError:
+            raise ValueError("gateway %s: lan_ip must be an IPv4 address (client ids carry "
+                             "it), not %r" % (self.name, self.lan_ip)) from None
         super().bind_listeners()
         for slot in range(self.count):
             probe = Worker("tcp://%s:%d" % (self.lan_ip, self.start_port + slot))
