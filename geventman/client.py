@@ -15,6 +15,7 @@ so one client object is safe under a threaded WSGI server. A call that asks ever
 gateway asks them at once and waits ``timeout`` seconds at most for all of them.
 ``GatewayNotFound`` says that no gateway is listed in the store.
 """
+import errno
 import selectors
 import socket
 import threading
@@ -105,19 +106,58 @@ class _SocketTransport:
 
     def _socket(self, address):
         """This thread's connection to ``address``: kept, checked, made when needed."""
-        sockets = self._sockets()
-        sock = sockets.get(address)
-        if sock is not None and _peer_closed(sock):
-            sock.close()
-            sock = None
+        sock = self._connected([address]).get(address)
         if sock is None:
+            raise OSError("cannot connect to gateway %s" % address)
+        return sock
+
+    def _connected(self, addresses):
+        """This thread's connections to ``addresses``: the kept ones that are still
+        open, and the missing ones opened side by side, so that hosts that do not
+        answer cost one ``connect_timeout`` together, not one each."""
+        sockets = self._sockets()
+        found, opening = {}, {}
+        for address in addresses:
+            sock = sockets.get(address)
+            try:
+                if sock is not None and _peer_closed(sock):
+                    self._drop(address)
+                    sock = None
+            except GatewayError:
+                self._drop(address)  # refused: the next call tries a new connection
+                raise
+            if sock is not None:
+                found[address] = sock
+                continue
             host, _, port = address.rpartition(":")
-            sock = socket.create_connection((host, int(port)), self.connect_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(self.timeout)
-            sock.sendall(pack(Cmd.CLIENT_CONNECT, 0,
-                              wire.dumps({"secret_key": self.secret_key})))
-            sockets[address] = sock
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # lan_ip is IPv4
+            sock.setblocking(False)
+            if sock.connect_ex((host, int(port))) in (0, errno.EINPROGRESS):
+                opening[sock] = address
+            else:
+                sock.close()
+        deadline = time.monotonic() + self.connect_timeout
+        with selectors.DefaultSelector() as selector:
+            for sock in opening:
+                selector.register(sock, selectors.EVENT_WRITE)
+            while opening and time.monotonic() < deadline:
+                for key, _ in selector.select(max(0, deadline - time.monotonic())):
+                    sock = key.fileobj
+                    selector.unregister(sock)
+                    address = opening.pop(sock)
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                        found[address] = sockets[address] = self._introduce(sock)
+                    else:
+                        sock.close()
+        for sock in opening:
+            sock.close()  # no answer within connect_timeout
+        return found
+
+    def _introduce(self, sock):
+        sock.setblocking(True)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.timeout)
+        sock.sendall(pack(Cmd.CLIENT_CONNECT, 0, wire.dumps({"secret_key": self.secret_key})))
         return sock
 
     def _drop(self, address):
@@ -137,11 +177,27 @@ class _SocketTransport:
     def ask(self, questions):
         """Ask every gateway at once; {address: answer} of those that answered in time."""
         waiting = {}
+        connected = self._connected(list(questions))  # the missing ones all at once
         for address, ext in questions.items():
+            sock = connected.get(address)
+            if sock is None:
+                continue  # did not answer the connect in time: left out
             with self._lock:
                 number = next(self._request_ids)
-            if self.send(address, pack(Cmd.QUERY, 0, ext, b"", 0, number)):
-                waiting[self._sockets()[address]] = (address, number, bytearray())
+            packet = pack(Cmd.QUERY, 0, ext, b"", 0, number)
+            try:
+                sock.sendall(packet)
+            except OSError:  # a kept connection the gateway closed meanwhile: once more
+                self._drop(address)
+                sock = self._connected([address]).get(address)
+                try:
+                    if sock is None:
+                        continue
+                    sock.sendall(packet)
+                except OSError:
+                    self._drop(address)
+                    continue
+            waiting[sock] = (address, number, bytearray())
         answers = {}
         deadline = time.monotonic() + self.timeout
         with selectors.DefaultSelector() as selector:
@@ -190,15 +246,19 @@ _MORE, _FAILED = object(), object()
 
 
 def _peer_closed(sock):
-    """True if a kept connection was closed by the gateway meanwhile (a restart)."""
+    """True if a kept connection cannot serve: the gateway closed it meanwhile (a
+    restart), or said something unasked. A REFUSED waiting there is a GatewayError."""
     timeout = sock.gettimeout()
     try:
         sock.setblocking(False)
         try:
-            return sock.recv(1, socket.MSG_PEEK) == b""
+            waiting = sock.recv(65536, socket.MSG_PEEK)
         except BlockingIOError:
             return False
         except OSError:
             return True
     finally:
         sock.settimeout(timeout)
+    if len(waiting) >= wire.HEADER_SIZE and waiting[4] == Cmd.REFUSED:
+        raise GatewayError("gateway refused this client: wrong secret_key")
+    return True
