@@ -162,6 +162,7 @@ class BusinessWorker(Worker):
         self.app_name = app_name(self.app_dir)
         self.events = None        # the loaded events module (or object)
         self.links = {}           # gateway address -> GatewayLink
+        self._listed = set()      # the addresses the store listed last
         self.handled = 0          # events handled (status)
         self._queues = {}         # (link, connection id) -> deque of packets
         self._queued = 0
@@ -253,14 +254,21 @@ class BusinessWorker(Worker):
                         Store.describe(), error))
                 failing = True
                 listed = set(self.links)  # keep what we have until the store answers
-            for address in listed - set(self.links):
-                self._connect(address)
-            for address in set(self.links) - listed:
-                link = self.links.pop(address)
-                link.cancel_reconnect()
-                if link.state is not ESTABLISHED:
-                    link.destroy()  # a gateway that is gone; live links end with it
+            self._follow(listed)
             gevent.sleep(min(1.0, Store.refresh))
+
+    def _follow(self, listed):
+        """Link to the gateways the store lists now; let go of those it no longer does."""
+        self._listed = listed
+        for address in listed - set(self.links):
+            self._connect(address)
+        for address in set(self.links) - listed:
+            link = self.links[address]
+            if link.state is ESTABLISHED:
+                continue  # alive, though it missed a refresh: it ends with its link
+            del self.links[address]
+            link.cancel_reconnect()
+            link.destroy()  # a gateway that is gone
 
     def _connect(self, address):
         link = GatewayLink("tcp://" + address)
@@ -274,6 +282,7 @@ class BusinessWorker(Worker):
 
     def _link_connected(self, link):
         link.retries = 0
+        link.left.clear()  # a reconnected link leaves again with its own handshake
         worker_key = "%s:%d:%d" % (self.name, self.id, os.getpid())
         link.send(pack(Cmd.WORKER_CONNECT, 0, wire.dumps(
             {"secret_key": self.secret_key, "worker_key": worker_key})), True)
@@ -283,6 +292,9 @@ class BusinessWorker(Worker):
         link.left.set()
         self._forget_link(link)
         if self._stopping or self.links.get(link.address) is not link:
+            return
+        if link.address not in self._listed:
+            del self.links[link.address]  # gone from the store too: not tried again
             return
         delay = RECONNECT_DELAYS[min(link.retries, len(RECONNECT_DELAYS) - 1)]
         if link.refused:
@@ -313,7 +325,7 @@ class BusinessWorker(Worker):
                 waiter.set(packet.body)
         elif cmd == Cmd.WELCOME:
             link.gateway_port = (packet.argument or {}).get("gateway_port", 0)
-            link.ready = True
+            link.ready, link.refused = True, False
         elif cmd == Cmd.LEAVE_ACK:
             link.left.set()
         elif cmd == Cmd.REFUSED:

@@ -341,12 +341,14 @@ class Gateway(Worker):
         link.active = False
         if self.workers.get(link.worker_key) is link:
             del self.workers[link.worker_key]
-            call(self.on_business_worker_close, link.worker_key)
+        call(self.on_business_worker_close, link.worker_key)  # left, or went
         link.leaving = True
         moved = [client for client in self.clients.values() if client.route is link]
         for client in moved:
             client.route = None
-        held, link.deferred = link.returned + link.deferred + link.waiting, []
+        # Oldest first: given back by the worker, held while its link was full, held
+        # while it was leaving.
+        held, link.deferred = link.returned + link.waiting + link.deferred, []
         link.waiting = link.returned = []
         for client, _ in held:
             if client.route is link:
@@ -360,6 +362,9 @@ class Gateway(Worker):
         link = connection.link
         link.full = False
         waiting, link.waiting = link.waiting, []
+        if link.leaving:
+            link.deferred[:0] = waiting  # older than what its leaving held: first
+            return
         self._release(waiting)
 
     def _link_message(self, connection, packet):
@@ -407,9 +412,9 @@ class Gateway(Worker):
         link.active = True
         link.send(pack(Cmd.WELCOME, 0, wire.dumps({"gateway_port": self.port,
                                                     "address": self.inner_address})))
-        call(self.on_business_worker_connected, key)
         waiting, self._waiting_for_workers = self._waiting_for_workers, []
-        self._release(waiting)
+        self._release(waiting)  # before the hook, which may yield: held events go first
+        call(self.on_business_worker_connected, key)
 
     def _worker_leaving(self, link, packet):
         if self.workers.get(link.worker_key) is link:
