@@ -430,3 +430,74 @@ def test_a_body_of_tiny_chunks_costs_memory_about_its_wire_size():
         tracemalloc.stop()
     assert bodies == [200000]
     assert peak < 3 * len(data), "peak %d for %d bytes" % (peak, len(data))
+
+
+# -- the cache of parsed request heads --------------------------------------------------
+
+@pytest.fixture
+def head_cache(monkeypatch):
+    """An empty cache, and a count of the heads actually parsed."""
+    from geventman.protocols.http import parser, protocol
+    monkeypatch.setattr(protocol, "_heads", {})
+    parsed = []
+    real = parser.read_head
+
+    def counting(buffer, state, limit=parser.HEADER_LIMIT):
+        parsed.append(bytes(buffer))
+        return real(buffer, state, limit)
+
+    monkeypatch.setattr(parser, "read_head", counting)
+    return protocol._heads, parsed
+
+
+def echo_request(connection, request):
+    connection.send("%s %s %s %s %r" % (request.method, request.uri, request.keep_alive,
+                                         request.header("host"), request.body))
+
+
+def test_a_repeated_request_is_not_parsed_again(head_cache):
+    heads, parsed = head_cache
+    first = serve(echo_request, GET).output()
+    again = serve(echo_request, GET)              # another connection, the same bytes
+    assert parsed == [GET] and list(heads) == [GET]
+    assert split_response(again.output())[2] == split_response(first)[2] == \
+        b"GET / True example.com b''"
+    body = b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+    for _ in range(3):
+        assert split_response(serve(echo_request, body).output())[2] == \
+            b"POST /p True h b'abc'"
+    assert parsed.count(body) == 1
+
+
+def test_cached_heads_keep_every_per_connection_check(head_cache):
+    heads, _ = head_cache
+    serve(echo_request, GET)
+    small = serve(echo_request, GET, max_package_size=len(GET) - 1)
+    assert status_of(small.output()) == 413 and small.closed
+
+
+def test_only_whole_plain_requests_are_cached(head_cache):
+    heads, _ = head_cache
+    for request in (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"3\r\nabc\r\n0\r\n\r\n",
+                    b"PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+                    b"Content-Length: 1\r\n\r\nx",
+                    b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+                    b"GET /" + b"a" * 600 + b" HTTP/1.1\r\nHost: h\r\n\r\n"):
+        serve(echo_request, request)
+    # Not chunked, Expect, a large one, nor the buffer of two pipelined requests: only
+    # the second of those, once it is the whole buffer.
+    assert list(heads) == [b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"]
+    connection = FakeConnection(echo_request)
+    for byte in GET:                               # dribbled in: parsed each time
+        connection.feed(bytes([byte]))
+    assert status_of(connection.output()) == 200
+
+
+def test_the_cache_is_bounded(head_cache):
+    from geventman.protocols.http import protocol
+    heads, _ = head_cache
+    for number in range(protocol.HEAD_CACHE_SIZE + 50):
+        serve(echo_request, b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % number)
+    assert len(heads) == protocol.HEAD_CACHE_SIZE
+    assert b"GET /0 HTTP/1.1\r\nHost: h\r\n\r\n" not in heads   # the oldest left first

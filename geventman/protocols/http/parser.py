@@ -62,6 +62,10 @@ class Head:
     def __repr__(self):
         return "<Head %s %r HTTP/%s>" % (self.method, self.target, self.version)
 
+    def cacheable(self):
+        """May another connection that sends the same bytes reuse this Head?"""
+        return not (self.chunked or self.upgrade or self.expect is not None)
+
 
 class ParseState:
     """Per-connection progress through one head: the httptools parser, how much of the

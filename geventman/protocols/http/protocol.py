@@ -61,6 +61,14 @@ class Http:
     def input(buffer, connection):
         state = _state(connection)
         head = state.pending
+        if head is None and buffer.__class__ is bytes and state.parse.scanned == -1 \
+                and not state.parse.fed:
+            head = _heads.get(buffer)
+            if head is not None and len(buffer) <= connection.max_package_size \
+                    and head.head_end <= Http.header_limit:
+                state.pending = head   # the same bytes as a request already checked
+                return len(buffer)
+            head = None
         try:
             if head is None:
                 head = parser.read_head(buffer, state.parse, Http.header_limit)
@@ -68,6 +76,9 @@ class Http:
                     state.timed = timeout.watch(connection, "head")
                     return 0
                 _admit(head, buffer, connection, state)
+                if head.head_end + head.length == len(buffer) <= HEAD_CACHE_BYTES \
+                        and head.cacheable():
+                    _remember(buffer, head)
             if state.scanner is not None:
                 if len(buffer) >= connection.max_package_size:
                     raise parser.Reject(413, "body over max_package_size")
@@ -138,6 +149,22 @@ class Http:
             state.drained.set()
         if state.current is not None:
             state.current.cleanup()
+
+
+# Parsed requests by their bytes. A client that repeats a small request byte for byte
+# (a keep-alive client polling one URL: the common case under load) is answered
+# without parsing it again; Workerman keeps the same kind of cache. Only whole
+# requests that passed every check and need nothing per connection are kept (no
+# chunked body, no Expect, no Upgrade); a Head is never changed once made.
+HEAD_CACHE_BYTES = 512
+HEAD_CACHE_SIZE = 512
+_heads = {}
+
+
+def _remember(buffer, head):
+    if len(_heads) >= HEAD_CACHE_SIZE:
+        del _heads[next(iter(_heads))]   # the oldest
+    _heads[buffer if buffer.__class__ is bytes else bytes(buffer)] = head
 
 
 def _admit(head, buffer, connection, state):
