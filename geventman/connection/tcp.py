@@ -110,6 +110,12 @@ class TcpConnection:
         self.max_package_size = self.default_max_package_size
         self.bytes_read = 0
         self._send_buffer = bytearray()
+        # What every message reads, as values of the instance rather than defaults of
+        # the class: an instance value is found in half the time (8 bytes each).
+        self._link = 0
+        self._busy = self._paused = False
+        self._tls = self._batch = None
+        self._recv_buffer = b""
 
     def _reset_buffers(self):
         self._recv_buffer = b""
@@ -183,11 +189,15 @@ class TcpConnection:
             if self._tls is not None:
                 data = self._decrypt(data)
             if data:
-                self._feed(data)
+                if self.protocol is Text:
+                    self._feed_lines(data)
+                else:
+                    self._feed(data)
                 if self._link != link:
                     return None  # destroyed meanwhile, perhaps reconnected: not ours now
         self._busy = False
-        if self.state is ESTABLISHED:
+        if self.state is ESTABLISHED and not self._paused and \
+                not self._read_watcher.active:
             self._arm()
         return None
 
@@ -237,11 +247,15 @@ class TcpConnection:
         try:
             self.on_message(self, message)
         except CALLBACK_ERRORS:
-            if self.on_message is not None:
-                callback_failed(self.on_message)
-                hook = getattr(self.protocol, "handler_failed", None)
-                if hook is not None:
-                    hook(self)  # the protocol's answer to a failed handler (HTTP 500)
+            self._handler_failed()
+
+    def _handler_failed(self):
+        """In the except clause of an on_message call."""
+        if self.on_message is not None:
+            callback_failed(self.on_message)
+            hook = getattr(self.protocol, "handler_failed", None)
+            if hook is not None:
+                hook(self)  # the protocol's answer to a failed handler (HTTP 500)
 
     def _feed_lines(self, data):
         """text:// fast path: the same rules as Text.input/decode, without the calls.
@@ -250,6 +264,19 @@ class TcpConnection:
         bytes are searched for its end: a line dribbled in a byte per read costs work
         proportional to its length, not to its length squared."""
         kept = self._recv_buffer
+        if not kept:
+            end = data.find(b"\n")
+            if end == len(data) - 1:
+                # One whole line, nothing kept: the common read, served without the loop.
+                if end + 1 > self.max_package_size:
+                    return self._bad_package(end + 1)
+                statistics["total_request"] += 1
+                line = data[:end].rstrip(b"\r\n").decode("utf-8", "replace")
+                try:
+                    self.on_message(self, line)
+                except CALLBACK_ERRORS:
+                    self._handler_failed()
+                return None
         if kept.__class__ is bytearray:  # an unfinished line: no "\n" in it
             if data.find(b"\n") < 0:
                 kept += data
@@ -347,10 +374,16 @@ class TcpConnection:
                 log_exception("%s.decode failed" % protocol.__name__)
                 return self.destroy()
             if message is not NOTHING:
-                self._deliver(message)
-        if buffer.__class__ is bytes and buffer:
-            buffer = bytearray(buffer)  # the next read appends in place
-        self._keep(buffer, link)
+                try:
+                    self.on_message(self, message)
+                except CALLBACK_ERRORS:
+                    self._handler_failed()
+        if buffer:
+            if buffer.__class__ is bytes:
+                buffer = bytearray(buffer)  # the next read appends in place
+            self._keep(buffer, link)
+        elif self._link == link:
+            self._recv_buffer = b""
         return None
 
     def _keep(self, rest, link):
@@ -397,6 +430,19 @@ class TcpConnection:
             if not self._tls.established:
                 return self._queue_early(data)
             data = self._tls.send(data)
+        elif self.state is ESTABLISHED and not self._send_buffer and not self._batch:
+            # _write's common case, without the call.
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as error:
+                self._send_failed(error)
+                return False
+            self.bytes_written += sent
+            if sent == len(data):
+                return True
+            return self._queue(data[sent:])
         return self._write(data)
 
     def send_soon(self, data):
