@@ -167,7 +167,9 @@ class TcpConnection:
             self._read_watcher.stop()
             return
         self._busy = True
-        run_soon(self._wakeup)
+        _ready.append(self._wakeup)   # run_soon(), without the call
+        if not _drain_pending:
+            _schedule_drain()
 
     def _wakeup(self):
         """In a runner: one recv, the messages it completes, then wait again."""
@@ -189,8 +191,11 @@ class TcpConnection:
             if self._tls is not None:
                 data = self._decrypt(data)
             if data:
-                if self.protocol is Text:
+                protocol = self.protocol
+                if protocol is Text:
                     self._feed_lines(data)
+                elif protocol is not None:
+                    self._feed_packages(data)
                 else:
                     self._feed(data)
                 if self._link != link:
@@ -659,11 +664,15 @@ _drain_pending = False
 
 def run_soon(task):
     """Hub side: queue ``task()`` for the runner that serves this turn of the loop."""
-    global _drain_pending
     _ready.append(task)
     if not _drain_pending:
-        _drain_pending = True
-        get_hub().loop.run_callback(_start_drain)
+        _schedule_drain()
+
+
+def _schedule_drain():
+    global _drain_pending
+    _drain_pending = True
+    get_hub().loop.run_callback(_start_drain)
 
 
 def _start_drain():

@@ -120,16 +120,18 @@ class Http:
         request = state.answered = state.current
         if isinstance(data, Response):
             return _respond(connection, state, request, data)
-        body = _bytes(data)
+        body = data.encode() if data.__class__ is str else _bytes(data)
         if request is None or request.response is not None or (
                 request.session_state is not None) or state.gzip:
             return _respond(connection, state, request, Response(200, None, body))
-        keep_alive = request.keep_alive and not _stopping(connection)
+        keep_alive = request.keep_alive
+        if keep_alive and connection.worker is not None:
+            keep_alive = not _stopping(connection)
         if request.method == "HEAD":
             data = b"%b%d\r\n\r\n" % (response.hello_head(keep_alive), len(body))
         else:
             data = b"%b%d\r\n\r\n%b" % (response.hello_head(keep_alive), len(body), body)
-        return _final(connection, data, keep_alive)
+        return data if keep_alive else _final(connection, data, False)
 
     @staticmethod
     def handler_failed(connection):
