@@ -2,16 +2,21 @@
 
 For each scenario a one-process geventman server is started with the repository's
 start.py, the C load generator drives it over 100 long connections, and py-spy samples
-the worker process (``--native``: C frames of gevent, greenlet and CPython too). The
-raw samples go to ``benchmarks/results/profile-<scenario>.txt``; the summary printed
+the worker process (Python frames only: across greenlet stacks ``--native`` unwinding
+puts samples in the wrong functions). The raw samples go to ``benchmarks/results/profile-<scenario>.txt``; the summary printed
 (and written next to them as ``.md``) gives, per function, the share of samples in
 which it is on the stack (inclusive) and at its top (self)::
 
     python benchmarks/profile_paths.py                 # text, websocket, http
     python benchmarks/profile_paths.py --only http --duration 10
+    python benchmarks/profile_paths.py --perf        # and the CPU split by binary (perf)
 
-GEVENTMAN_PURE=1 in the environment profiles the pure-Python path when the compiled
-one is built (see docs/benchmarks.md, "The compiled hot path").
+py-spy samples wall time of a busy process: a line that makes a system call carries
+the kernel's work for it (the loopback TCP stack of send and recv); ``--perf`` says
+how the CPU divides between the kernel, the interpreter and the C extensions.
+
+``benchmarks/hot_path.py`` measures the same paths in one process without the hub,
+which is steadier than a profile for comparing two versions of the code.
 """
 import argparse
 import collections
@@ -70,7 +75,7 @@ def wait_port(port, timeout=20.0):
 
 
 def load_command(scenario, port, args):
-    seconds = str(args.duration + 4)
+    seconds = str(args.duration + 10)
     if scenario == "text":
         return [os.path.join(BIN, "loadgen"), "-p", str(port), "-m", "long", "-c", "100",
                 "-d", seconds, "-w", "1"]
@@ -104,13 +109,32 @@ def profile(scenario, args):
                         "-r", str(args.rate), "-f", "raw", "-o", raw],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         after = child.cpu_times()
+        split = perf_split(child.pid, args) if args.perf else None
         load.wait(timeout=args.duration + 30)
         busy = (after.user - cpu.user, after.system - cpu.system)
     finally:
         master.terminate()
         master.wait(timeout=20)
         shutil.rmtree(folder, ignore_errors=True)
-    return summarize(scenario, raw, busy, args)
+    return summarize(scenario, raw, busy, args) + (split or "")
+
+
+def perf_split(pid, args):
+    """Where the worker's CPU goes by binary (kernel, the interpreter, gevent, ...):
+    ``perf record`` of the same load, ``perf report --sort dso``."""
+    data = os.path.join(tempfile.mkdtemp(prefix="geventman-perf-"), "perf.data")
+    subprocess.run(["perf", "record", "-F", "999", "-p", str(pid), "-o", data, "--",
+                    "sleep", str(min(args.duration, 4))],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    report = subprocess.run(["perf", "report", "-i", data, "--sort", "dso", "--stdio"],
+                            capture_output=True, text=True).stdout
+    shutil.rmtree(os.path.dirname(data), ignore_errors=True)
+    lines = ["", "CPU by binary (perf):", "", "| binary | share |", "|---|---:|"]
+    for line in report.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].endswith("%") and float(parts[0][:-1]) >= 0.3:
+            lines.append("| `%s` | %s |" % (parts[1].split(".cpython")[0], parts[0]))
+    return "\n".join(lines) + "\n"
 
 
 def short(frame):
@@ -155,6 +179,8 @@ def main(argv=None):
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--perf", action="store_true",
+                        help="also split the CPU by binary with perf (kernel vs. Python)")
     args = parser.parse_args(argv)
     os.makedirs(RESULTS, exist_ok=True)
     if not os.path.exists(os.path.join(BIN, "wsloadgen")):
