@@ -114,8 +114,9 @@ class TcpConnection:
         # the class: an instance value is found in half the time (8 bytes each).
         self._link = 0
         self._busy = self._paused = False
-        self._tls = self._batch = None
+        self._tls = self._batch = self._pending = None
         self._recv_buffer = b""
+        self._package_length = self.bytes_written = 0
 
     def _reset_buffers(self):
         self._recv_buffer = b""
