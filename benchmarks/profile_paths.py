@@ -22,13 +22,14 @@ import argparse
 import collections
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 import psutil
+
+from http_bench import free_port, wait_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -55,23 +56,6 @@ def on_message(connection, data):
 
 worker.on_message = on_message
 """
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_port(port, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("port %d never opened" % port)
 
 
 def load_command(scenario, port, args):

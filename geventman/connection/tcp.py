@@ -436,19 +436,6 @@ class TcpConnection:
             if not self._tls.established:
                 return self._queue_early(data)
             data = self._tls.send(data)
-        elif self.state is ESTABLISHED and not self._send_buffer and not self._batch:
-            # _write's common case, without the call.
-            try:
-                sent = self._sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as error:
-                self._send_failed(error)
-                return False
-            self.bytes_written += sent
-            if sent == len(data):
-                return True
-            return self._queue(data[sent:])
         return self._write(data)
 
     def send_soon(self, data):
