@@ -148,11 +148,13 @@ def do_start(command, config, start_file):
 def start_table(workers, detached):
     import getpass
     from geventman import table
+    from geventman import speedups
     from geventman.version import __version__
     rows = table.format_rows(("user", "worker", "listen", "processes", "status"), [
         (worker.user or getpass.getuser(), worker.name, worker.listen_address, worker.count,
          "[OK]") for worker in workers])
-    facts = ["geventman version:%s   Python version:%s" % (__version__, sys.version.split()[0])]
+    facts = ["geventman version:%s   Python version:%s   hot path:%s" % (
+        __version__, sys.version.split()[0], speedups.describe())]
     width = table.width(facts + rows)
     lines = [table.title(" geventman ", width)] + facts + [table.title(" WORKERS ", width)]
     lines += rows + ["-" * width]

@@ -16,7 +16,8 @@ import gevent
 import gevent.os
 import gevent.queue
 
-from geventman import log as logging, monitor, pidfile, proctitle, reserve, signals, status
+from geventman import (
+    log as logging, monitor, pidfile, proctitle, reserve, signals, speedups, status)
 from geventman.limits import raise_open_file_limit
 from geventman.log import log, log_exception
 from geventman.timer import Timer
@@ -273,6 +274,7 @@ class Master:
     def report(self):
         return {
             "version": __version__, "python": platform.python_version(),
+            "hot_path": speedups.describe(),
             "start_time": self.start_time, "load": list(os.getloadavg()),
             "master_pid": os.getpid(),
             "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],

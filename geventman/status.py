@@ -126,7 +126,8 @@ def render(master, rows, qps=None):
     started = master["start_time"]
     uptime = int(time.time() - started)
     facts = [
-        "geventman version:%s          Python version:%s" % (master["version"], master["python"]),
+        "geventman version:%s          Python version:%s   hot path:%s" % (
+            master["version"], master["python"], master.get("hot_path", "?")),
         "start time:%s   run %d days %d hours %d minutes" % (
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
             uptime // 86400, uptime % 86400 // 3600, uptime % 3600 // 60),
