@@ -210,6 +210,15 @@ def check_first_server(running):
         assert client.ask("jerry") == "hello jerry"
 
 
+@check("hot-path")
+def check_hot_path(running):
+    pure = os.environ.get("GEVENTMAN_PURE_PYTHON", "") not in ("", "0")
+    expected = "pure (GEVENTMAN_PURE_PYTHON)" if pure else "compiled"
+    with LineClient(running.port(2361)) as client:
+        assert client.ask("ping") == "%s: ping" % expected
+    assert "hot path:%s" % expected in running.project.foreground_output()
+
+
 @check("worker-intro")
 def check_worker_intro(running):
     with LineClient(running.port(2347)) as client:
