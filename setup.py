@@ -47,8 +47,13 @@ def extensions():
         return []
     modules = [Extension(name, [pure.replace(".", "/") + ".py"])
                for pure, name in COMPILED.items()]
-    return cythonize(modules, quiet=True, compiler_directives={
-        "language_level": 3, "binding": True})
+    try:
+        return cythonize(modules, quiet=True, compiler_directives={
+            "language_level": 3, "binding": True})
+    except Exception as error:  # a Cython that cannot translate them: Cython's CompileError
+        sys.stderr.write("geventman: no compiled modules (%s); the pure-Python ones run\n"
+                         % error)
+        return []
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": optional_build_ext})

@@ -48,7 +48,8 @@ def connection_pair(scenario):
         connection.websocket = Session()
         connection.websocket.phase = OPEN
         connection.websocket_type = None
-    connection._read_watcher = gevent.get_hub().loop.io(raw.fileno(), 1)
+    connection._read_watcher = gevent.get_hub().loop.io(raw.fileno(), 1)  # as begin() does
+    connection._fd = raw.fileno()
 
     def one():
         client.send(request)

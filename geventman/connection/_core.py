@@ -22,6 +22,10 @@ from geventman.protocols.text import Text
 from geventman.runtime import CALLBACK_ERRORS, callback_failed, statistics
 from geventman.states import CLOSED, CLOSING, ESTABLISHED
 
+#: True in the build (named as in speedups.COMPILED, _core_c), which has the C calls
+#: of _sockio.h besides what this source says.
+COMPILED = __name__.endswith("_c")
+
 READ_SIZE = 65536
 #: Input left after a package is kept as bytes up to this size (the common pipelined
 #: case, cut by slicing); a bigger rest becomes a bytearray that packages leave in place.
@@ -44,6 +48,10 @@ class ConnectionCore:
         self._busy = self._paused = False
         self._link = self._package_length = 0
         self.bytes_read = self.bytes_written = 0
+        # The socket's descriptor while the connection reads (begin() to destroy()):
+        # the compiled build calls recv(2) and send(2) on it (_sockio.h); -1: the
+        # socket object's methods, as the pure module always does.
+        self._fd = -1
 
     def _arm(self):
         watcher = self._read_watcher
@@ -71,12 +79,15 @@ class ConnectionCore:
             self._busy = False
             return  # paused after this wake-up was queued: resume_recv re-arms
         link = self._link
-        try:
-            data = self._sock.recv(READ_SIZE)
-        except BlockingIOError:
-            data = None
-        except OSError:
-            data = b""
+        if COMPILED and self._fd >= 0:
+            data = gm_recv(self._fd, READ_SIZE)  # noqa: F821 (_sockio.h, in the pxd)
+        else:
+            try:
+                data = self._sock.recv(READ_SIZE)
+            except BlockingIOError:
+                data = None
+            except OSError:
+                data = b""
         if data is not None:
             if not data:
                 self._busy = False
@@ -309,7 +320,10 @@ class ConnectionCore:
         if self.state is not ESTABLISHED or self._send_buffer:
             return self._queue(data)
         try:
-            sent = self._sock.send(data)
+            if COMPILED and self._fd >= 0 and data.__class__ is bytes:
+                sent = gm_send(self._fd, data)  # noqa: F821 (_sockio.h, in the pxd)
+            else:
+                sent = self._sock.send(data)
         except BlockingIOError:
             sent = 0
         except OSError as error:

@@ -3,6 +3,11 @@
 # are called without a dictionary lookup. Every name stays readable and settable from
 # Python, with the same meaning as in the pure module.
 
+cdef extern from "_sockio.h":
+    object gm_recv(int fd, Py_ssize_t size)
+    Py_ssize_t gm_send(int fd, object data) except -1
+
+cdef bint COMPILED
 cdef object _ready
 cdef list _idle_runners
 cdef bint _drain_pending
@@ -14,6 +19,7 @@ cdef class ConnectionCore:
     cdef public object _recv_buffer, _pending, _batch, _send_buffer
     cdef public bint _busy, _paused
     cdef public Py_ssize_t _link, _package_length, bytes_read, bytes_written
+    cdef public int _fd
     cdef dict __dict__
 
     cpdef _arm(self)

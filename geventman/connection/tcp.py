@@ -126,7 +126,9 @@ class TcpConnection(ConnectionCore):
         """In a greenlet: run on_connect, then start reading."""
         if self.state is not ESTABLISHED:
             return  # an outgoing link's first write (TLS hello, handshake) failed
-        self._read_watcher = get_hub().loop.io(self._sock.fileno(), 1)
+        fd = self._sock.fileno()
+        self._read_watcher = get_hub().loop.io(fd, 1)
+        self._fd = fd
         link = self._link
         self._busy = True
         call(self.on_connect, self)
@@ -287,6 +289,7 @@ class TcpConnection(ConnectionCore):
                 watcher.stop()
                 watcher.close()
         self._read_watcher = self._write_watcher = None
+        self._fd = -1  # before the close: the number may soon name another socket
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
