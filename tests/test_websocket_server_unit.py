@@ -447,6 +447,63 @@ def test_on_close_runs_once_when_the_peer_then_the_tcp_goes():
     assert connection.closes == 1
 
 
+# -- many frames in one read ------------------------------------------------------------
+# Short whole text and binary frames take the connection's fast path (_core.py,
+# _feed_frames); anything else, and what follows it, the general one. Each mix below
+# must come out as the general path alone would give it.
+
+
+def test_fast_and_general_frames_mixed_in_one_read_keep_their_order():
+    connection = open_connection()
+    first, last = frame(0x81, "c" * 130), frame(0x82, b"end")  # 130 bytes: a 16-bit length
+    connection._feed(frame(0x81, "a") + frame(0x89, "p") + frame(0x82, b"b") + first
+                     + frame(0x81, "d") + last[:3])
+    assert connection.messages == ["a", b"b", "c" * 130, "d"]
+    assert parse_frames(connection.sink.take()) == [(0x8A, b"p")]
+    connection._feed(last[3:])                   # the end of the frame a read left
+    connection._feed(frame(0x81, "again"))       # and the fast way again
+    assert connection.messages[4:] == [b"end", "again"]
+
+
+def test_a_bad_frame_after_good_ones_fails_only_there():
+    connection = open_connection()
+    connection._feed(frame(0x81, "ok") + frame(0x81, b"\xff") + frame(0x81, "never"))
+    assert connection.messages == ["ok"]
+    assert_failed_with(connection, 1007)
+
+
+def test_a_short_frame_over_max_package_size_fails_with_1009():
+    connection = open_connection()
+    connection.max_package_size = 20
+    connection._feed(frame(0x81, "x" * 14) + frame(0x81, "x" * 15) + frame(0x81, "never"))
+    assert connection.messages == ["x" * 14]    # 6 + 14 bytes: at the limit
+    assert_failed_with(connection, 1009)
+
+
+def test_a_handler_that_pauses_leaves_the_rest_of_the_read_for_resume():
+    connection = open_connection()
+
+    def on_message(conn, data):
+        conn.messages.append(data)
+        if data == "pause":
+            conn.pause_recv()
+    connection.on_message = on_message
+    connection._feed(frame(0x81, "pause") + frame(0x81, "b") + frame(0x82, b"c"))
+    assert connection.messages == ["pause"]
+    connection._paused = False                   # what resume_recv does, then _resume:
+    connection._feed(b"")
+    assert connection.messages == ["pause", "b", b"c"]
+
+
+def test_a_handler_that_closes_ends_the_read():
+    connection = open_connection()
+    connection.on_message = lambda conn, data: (conn.messages.append(data), conn.close())
+    connection._feed(frame(0x81, "bye") + frame(0x81, "never"))
+    assert connection.messages == ["bye"]
+    assert parse_frames(connection.sink.take())[0][0] == 0x88
+    assert connection.state is State.CLOSED
+
+
 # -- sending --------------------------------------------------------------------------
 
 

@@ -18,7 +18,9 @@ from greenlet import greenlet
 
 from geventman.log import log_exception
 from geventman.protocols import NOTHING
+from geventman.protocols._wsframe import OPEN, apply_mask
 from geventman.protocols.text import Text
+from geventman.protocols.websocket import Websocket
 from geventman.runtime import CALLBACK_ERRORS, callback_failed, statistics
 from geventman.states import CLOSED, CLOSING, ESTABLISHED
 
@@ -27,6 +29,8 @@ from geventman.states import CLOSED, CLOSING, ESTABLISHED
 COMPILED = __name__.endswith("_c")
 
 READ_SIZE = 65536
+#: The head of an unmasked final text frame of 0-125 bytes, by size.
+_TEXT_HEADS = [bytes((0x81, size)) for size in range(126)]
 #: Input left after a package is kept as bytes up to this size (the common pipelined
 #: case, cut by slicing); a bigger rest becomes a bytearray that packages leave in place.
 CUT_IN_PLACE = 4096
@@ -99,6 +103,8 @@ class ConnectionCore:
                 protocol = self.protocol
                 if protocol is Text:
                     self._feed_lines(data)
+                elif protocol is Websocket:
+                    self._feed_frames(data)
                 elif protocol is not None:
                     self._feed_packages(data)
                 else:
@@ -118,6 +124,8 @@ class ConnectionCore:
             self._deliver(data)
         elif protocol is Text:
             self._feed_lines(data)
+        elif protocol is Websocket:
+            self._feed_frames(data)
         else:
             self._feed_packages(data)
 
@@ -185,6 +193,49 @@ class ConnectionCore:
         rest = buffer[start:] if start else buffer
         self._keep(bytearray(rest) if unfinished and rest else rest, link)
         return None
+
+    def _feed_frames(self, data):
+        """websocket:// fast path: the frames most messages are, whole in this read, with
+        nothing kept from earlier reads: a text or binary message in one masked frame
+        of under 126 bytes. For those ``frame_length`` checks nothing but the size and
+        ``receive`` unmasks and decodes; here without their calls. Any other frame, and
+        all that follows it, goes the general way (_feed_packages)."""
+        if self._pending is not None or self._recv_buffer:
+            return self._feed_packages(data)
+        session = getattr(self, "websocket", None)
+        if session is None or session.phase is not OPEN or session.message_opcode \
+                or session.client:
+            return self._feed_packages(data)
+        size = len(data)
+        start = 0
+        link = self._link
+        while size - start >= 6:
+            first = data[start]
+            length = data[start + 1] ^ 0x80  # masked (the top bit), else 128 or more
+            end = start + 6 + length
+            if (first != 0x81 and first != 0x82) or length >= 126 or end > size \
+                    or 6 + length > self.max_package_size:
+                break
+            payload = apply_mask(data[start + 6:end], data[start + 2:start + 6])
+            if first == 0x81:
+                try:
+                    payload = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    break  # receive() fails the connection
+            start = end
+            statistics["total_request"] += 1
+            self._deliver(payload)
+            if self._link != link:
+                return None  # destroyed meanwhile, perhaps reconnected: not ours now
+            if self._paused or self.state is not ESTABLISHED or \
+                    self.protocol is not Websocket or session.phase is not OPEN:
+                break
+        if start == size:
+            return None
+        rest = data[start:] if start else data
+        if self._paused or self.state is not ESTABLISHED:
+            return self._keep(bytearray(rest), link)
+        return self._feed_packages(rest)
 
     def _feed_packages(self, data):
         """Cut packages with the protocol. Input kept between reads is a bytearray that
@@ -280,6 +331,14 @@ class ConnectionCore:
             pass
         elif protocol is Text:  # Text.encode, without the call
             data = (data.encode() if isinstance(data, str) else data) + b"\n"
+        elif protocol is Websocket and data.__class__ is str and len(data) < 126 \
+                and self._plain_frames():
+            # message_frame's most common answer, without its call: a short text
+            # message in one unmasked frame, no extension.
+            payload = data.encode("utf-8")
+            size = len(payload)
+            data = _TEXT_HEADS[size] + payload if size < 126 else \
+                protocol.encode(data, self)
         else:
             data = protocol.encode(data, self)
             if not data:
@@ -291,6 +350,13 @@ class ConnectionCore:
                 return self._queue_early(data)
             data = self._tls.send(data)
         return self._write(data)
+
+    def _plain_frames(self):
+        """websocket:// is open on our server side with no extension and no forced
+        frame type: a message is sent in a frame of its own kind, as it is."""
+        session = getattr(self, "websocket", None)
+        return session is not None and session.phase is OPEN and session.deflate is None \
+            and not session.client and getattr(self, "websocket_type", None) is None
 
     def send_soon(self, data):
         """Write raw ``data`` once the runner has served every wake-up of this turn of

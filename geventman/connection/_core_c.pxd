@@ -8,6 +8,7 @@ cdef extern from "_sockio.h":
     Py_ssize_t gm_send(int fd, object data) except -1
 
 cdef bint COMPILED
+cdef list _TEXT_HEADS
 cdef object _ready
 cdef list _idle_runners
 cdef bint _drain_pending
@@ -28,9 +29,11 @@ cdef class ConnectionCore:
     cpdef _feed(self, data)
     cpdef _deliver(self, message)
     cpdef _feed_lines(self, data)
+    cpdef _feed_frames(self, data)
     cpdef _feed_packages(self, data)
     cpdef _keep(self, rest, link)
     cpdef send(self, data, raw=*)
+    cpdef bint _plain_frames(self)
     cpdef _write(self, data)
 
 
