@@ -542,6 +542,15 @@ def test_a_text_line_dribbled_a_byte_per_read_is_searched_in_its_new_bytes_only(
     assert connection.messages == ["first", "x" + "y" * 3000 + "z", "last"]
 
 
+def test_a_read_of_one_whole_line_is_cut_as_text_decode_cuts_it():
+    """The one-line read is served apart (_core.py); each ending as Text.decode takes it."""
+    for sent, line in [(b"a\n", "a"), (b"a\r\n", "a"), (b"a\r\r\n", "a"), (b"\r\n", ""),
+                       (b"\n", ""), (b"\r\ra\r\n", "\r\ra"), (b"\xff\n", "\ufffd")]:
+        connection = server_connection(protocol=Text)
+        connection._feed(sent)
+        assert connection.messages == [Text.decode(sent, None)] == [line], sent
+
+
 def test_an_unfinished_text_line_is_still_bounded():
     connection = server_connection(protocol=Text, max_package_size=100)
     connection._feed(b"x" * 60)

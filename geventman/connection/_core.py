@@ -73,7 +73,7 @@ class ConnectionCore:
             self._read_watcher.stop()
             return
         self._busy = True
-        _ready.append(self._wakeup)   # run_soon(), without the call
+        _ready.append(self)   # run_soon(self._wakeup), without the call or the method
         if not _drain_pending:
             _schedule_drain()
 
@@ -157,7 +157,9 @@ class ConnectionCore:
                 if end + 1 > self.max_package_size:
                     return self._bad_package(end + 1)
                 statistics["total_request"] += 1
-                line = data[:end].rstrip(b"\r\n").decode("utf-8", "replace")
+                while end and data[end - 1] == 13:  # rstrip(b"\r\n"): no "\n" before end
+                    end -= 1
+                line = data[:end].decode("utf-8", "replace")
                 try:
                     self.on_message(self, line)
                 except CALLBACK_ERRORS:
@@ -445,7 +447,11 @@ def _drain():
             _drain_pending = True
             get_hub().loop.run_callback(_start_drain)
         try:
-            task()
+            if isinstance(task, ConnectionCore):  # a readable connection (_on_readable)
+                connection = task
+                connection._wakeup()
+            else:
+                task()
         except Exception:
             log_exception("connection task failed")
         current.gr_context = None  # no context variable leaks into the next task

@@ -3,6 +3,8 @@
 # are called without a dictionary lookup. Every name stays readable and settable from
 # Python, with the same meaning as in the pure module.
 
+cimport cython
+
 cdef extern from "_sockio.h":
     object gm_recv(int fd, Py_ssize_t size)
     Py_ssize_t gm_send(int fd, object data) except -1
@@ -28,8 +30,11 @@ cdef class ConnectionCore:
     cpdef _wakeup(self)
     cpdef _feed(self, data)
     cpdef _deliver(self, message)
-    cpdef _feed_lines(self, data)
-    cpdef _feed_frames(self, data)
+    @cython.locals(end=Py_ssize_t)
+    cpdef _feed_lines(self, bytes data)
+    @cython.locals(size=Py_ssize_t, start=Py_ssize_t, length=Py_ssize_t, end=Py_ssize_t,
+                   first=int)
+    cpdef _feed_frames(self, bytes data)
     cpdef _feed_packages(self, data)
     cpdef _keep(self, rest, link)
     cpdef send(self, data, raw=*)
@@ -39,3 +44,5 @@ cdef class ConnectionCore:
 
 cpdef run_soon(task)
 cpdef _schedule_drain()
+@cython.locals(connection=ConnectionCore)
+cpdef _drain()
