@@ -448,7 +448,7 @@ def _drain():
             get_hub().loop.run_callback(_start_drain)
         try:
             if isinstance(task, ConnectionCore):  # a readable connection (_on_readable)
-                connection = task
+                connection = task    # typed in the pxd: the build calls _wakeup in C
                 connection._wakeup()
             else:
                 task()
