@@ -4,6 +4,7 @@ Each test drives the real TcpConnection (its package loop, send and close) over 
 Sink that stands where the socket would be: no sockets, no processes.
 """
 import json
+import random
 import struct
 import zlib
 
@@ -502,6 +503,44 @@ def test_a_handler_that_closes_ends_the_read():
     assert connection.messages == ["bye"]
     assert parse_frames(connection.sink.take())[0][0] == 0x88
     assert connection.state is State.CLOSED
+
+
+def random_frames(rng):
+    """Frames of every kind the fast path must tell apart, now and then a bad one."""
+    frames = []
+    for _ in range(rng.randrange(1, 12)):
+        kind = rng.randrange(10)
+        if kind < 4:
+            frames.append(frame(0x81, "é" * rng.randrange(0, 70)))
+        elif kind < 6:
+            frames.append(frame(0x82, bytes(rng.randrange(256) for _ in range(rng.randrange(130)))))
+        elif kind == 6:
+            frames.append(frame(0x89, b"p"))
+        elif kind == 7:
+            frames += [frame(0x01, "frag"), frame(0x80, "ment")]
+        elif kind == 8:
+            frames.append(frame(0x81, "x" * 200))  # a 16-bit length
+        else:
+            frames.append(rng.choice([frame(0x81, b"\xff"), frame(0x81, "u", mask=False),
+                                      frame(0x83, "?")]))  # 1007, 1002, 1002
+    return b"".join(frames)
+
+
+def test_the_fast_path_answers_as_the_protocol_alone_for_any_mix_and_any_cut():
+    rng = random.Random(13)
+    for case in range(300):
+        data = random_frames(rng)
+        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randrange(4))))
+        pieces = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+        fast, general = open_connection(), open_connection()
+        for piece in pieces:
+            if fast.state is State.ESTABLISHED:
+                fast._feed(piece)              # _feed_frames first
+            if general.state is State.ESTABLISHED:
+                general._feed_packages(piece)  # the protocol's input and decode only
+        assert fast.messages == general.messages, case
+        assert fast.sink.take() == general.sink.take(), case
+        assert fast.state is general.state, case
 
 
 # -- sending --------------------------------------------------------------------------
