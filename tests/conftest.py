@@ -262,6 +262,19 @@ class Project:
         result = self.command("status", "--json", check=True)
         return json.loads(result.stdout)
 
+    def wait_linked(self, timeout=15):
+        """Wait until every business worker process of this project has a ready link to
+        every gateway process of it, and each gateway has them all: until then a
+        broadcast from a business worker misses the gateways it is not linked to."""
+        def linked():
+            rows = self.status_json()["processes"]
+            gateways = [row for row in rows if "business_workers" in row]
+            business = [row for row in rows if "gateways" in row]
+            return bool(gateways and business) and \
+                all(row["business_workers"] == len(business) for row in gateways) and \
+                all(row["gateways"] == len(gateways) for row in business)
+        wait_until(linked, timeout=timeout, message="business workers linked to gateways")
+
     def stop(self, *args):
         result = self.command("stop", *args) if self.master_pid() else None
         for process in self.foreground:

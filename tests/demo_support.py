@@ -55,6 +55,7 @@ class Demo:
         finally:
             os.environ.clear()
             os.environ.update(saved)
+        self.project.wait_linked()  # a test's first broadcast reaches every client
 
     @property
     def url(self):

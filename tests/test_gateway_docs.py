@@ -159,11 +159,12 @@ def _listed(client):
 
 
 def business_linked(project, count, links=1):
-    """Wait until ``count`` business processes each have ``links`` links (a broadcast
-    from one reaches only the gateways it is linked to)."""
+    """Wait until ``count`` business processes each have ``links`` ready links (a
+    broadcast from one reaches only the gateways it is linked to); for a project whose
+    gateways are elsewhere (Project.wait_linked when both kinds are in it)."""
     def rows():
         return [row for row in project.status_json()["processes"]
-                if "BusinessWorker" in row["name"] and (row["connections"] or 0) >= links]
+                if "BusinessWorker" in row["name"] and (row.get("gateways") or 0) >= links]
     wait_until(lambda: len(rows()) == count, timeout=15, message="business workers linked")
 
 
@@ -230,7 +231,7 @@ def chat_session(port):
 
 def test_chat(project, private_tmp):
     ports = start(project, "chat")
-    business_linked(project, 2, links=2)
+    project.wait_linked()
     chat_session(ports[7272])
     assert "Traceback" not in project.log()
 
@@ -294,7 +295,7 @@ def test_heartbeat(project, private_tmp):
 def test_push_port_and_gateway_client(project, private_tmp):
     ports = start(project, "push")
     client = linked(private_tmp, 1)
-    business_linked(project, 2)   # worker 0, the pusher, reaches the gateway
+    project.wait_linked()   # worker 0, the pusher, reaches the gateway
     with pytest.raises(websocket_client.WebSocketBadStatusException) as refused:
         WsClient(ports[7290], "/?uid=7&token=wrong")
     assert refused.value.status_code == 403
@@ -333,7 +334,7 @@ def test_internal_text_gateway(project, private_tmp):
     """The manual's method three: a pusher is a text:// client of a second gateway."""
     ports = start(project, "internal")
     linked(private_tmp, 2)
-    business_linked(project, 2, links=2)
+    project.wait_linked()
     with WsClient(ports[7292]) as page, LineClient(ports[7293]) as pusher:
         page.send("hello")
         assert page.recv() == "you said hello"   # connected, and in the group
@@ -523,7 +524,7 @@ def test_api_page(project, private_tmp):
         "INNER", str(inner)), events_py=RUNNER_EVENTS)
     project.start(ports=[port])
     linked(private_tmp, 2)
-    business_linked(project, 2, links=2)
+    project.wait_linked()
     clients = {}
 
     def connect(who):

@@ -16,6 +16,7 @@ import collections
 from gevent import get_hub, getcurrent
 from greenlet import greenlet
 
+from geventman import speedups
 from geventman.log import log_exception
 from geventman.protocols import NOTHING
 from geventman.protocols._wsframe import OPEN, apply_mask
@@ -24,9 +25,9 @@ from geventman.protocols.websocket import Websocket
 from geventman.runtime import CALLBACK_ERRORS, callback_failed, statistics
 from geventman.states import CLOSED, CLOSING, ESTABLISHED
 
-#: True in the build (named as in speedups.COMPILED, _core_c), which has the C calls
-#: of _sockio.h besides what this source says.
-COMPILED = __name__.endswith("_c")
+#: True in the build (_core_c), which has the C calls of _sockio.h besides what this
+#: source says.
+COMPILED = __name__ in speedups.COMPILED.values()
 
 READ_SIZE = 65536
 #: The head of an unmasked final text frame of 0-125 bytes, by size.
