@@ -20,6 +20,10 @@ from geventman import speedups
 from geventman.log import log_exception
 from geventman.protocols import NOTHING
 from geventman.protocols._wsframe import OPEN, apply_mask
+from geventman.protocols.http.context import current_request
+from geventman.protocols.http.protocol import Http, known_head
+from geventman.protocols.http.request import Request
+from geventman.protocols.http.response import hello_head
 from geventman.protocols.text import Text
 from geventman.protocols.websocket import Websocket
 from geventman.runtime import CALLBACK_ERRORS, callback_failed, statistics
@@ -106,6 +110,8 @@ class ConnectionCore:
                     self._feed_lines(data)
                 elif protocol is Websocket:
                     self._feed_frames(data)
+                elif protocol is Http:
+                    self._feed_http(data)
                 elif protocol is not None:
                     self._feed_packages(data)
                 else:
@@ -127,6 +133,8 @@ class ConnectionCore:
             self._feed_lines(data)
         elif protocol is Websocket:
             self._feed_frames(data)
+        elif protocol is Http:
+            self._feed_http(data)
         else:
             self._feed_packages(data)
 
@@ -240,6 +248,33 @@ class ConnectionCore:
             return self._keep(bytearray(rest), link)
         return self._feed_packages(rest)
 
+    def _feed_http(self, data):
+        """http:// fast path: a read that is one whole request, byte for byte the same as
+        one parsed and checked before (``known_head``: a keep-alive client asking for
+        one URL again), with nothing kept from earlier reads. What ``Http.input`` and
+        ``Http.decode`` do for it, without their calls; anything else goes the general
+        way (_feed_packages)."""
+        head = None
+        if self._pending is None and not self._recv_buffer and not self._paused and \
+                self.state is ESTABLISHED:
+            state = getattr(self, "_http", None)
+            if state is not None and len(data) <= self.max_package_size:
+                head = known_head(data, state)
+        if head is None:
+            return self._feed_packages(data)
+        statistics["total_request"] += 1
+        previous = state.current
+        if previous is not None and previous._parsed_form:
+            previous.cleanup()   # temporary files of its uploads
+        request = state.current = Request(head, self, data[head.head_end:]
+                                          if head.length else b"")
+        current_request.set(request)
+        try:
+            self.on_message(self, request)
+        except CALLBACK_ERRORS:
+            self._handler_failed()
+        return None
+
     def _feed_packages(self, data):
         """Cut packages with the protocol. Input kept between reads is a bytearray that
         grows in place (``input`` may get bytes or a bytearray), and packages leave it
@@ -342,6 +377,10 @@ class ConnectionCore:
             size = len(payload)
             data = _TEXT_HEADS[size] + payload if size < 126 else \
                 protocol.encode(data, self)
+        elif protocol is Http and data.__class__ is str:
+            data = self._hello(data)
+            if not data:
+                return None
         else:
             data = protocol.encode(data, self)
             if not data:
@@ -353,6 +392,22 @@ class ConnectionCore:
                 return self._queue_early(data)
             data = self._tls.send(data)
         return self._write(data)
+
+    def _hello(self, text):
+        """``Http.encode`` of a ``str`` for the most common request: one that keeps the
+        connection alive and has set nothing else (no header, cookie, session, gzip),
+        answered with 200 and the prebuilt head; any other goes to ``Http.encode``."""
+        state = getattr(self, "_http", None)
+        request = state.current if state is not None else None
+        worker = self.worker
+        if request is None or not request.keep_alive or request.response is not None or \
+                request.session_state is not None or state.gzip or \
+                request.method == "HEAD" or (
+                    worker is not None and getattr(worker, "_stopping", False)):
+            return Http.encode(text, self)
+        state.answered = request
+        body = text.encode()
+        return b"%b%d\r\n\r\n%b" % (hello_head(True), len(body), body)
 
     def _plain_frames(self):
         """websocket:// is open on our server side with no extension and no forced

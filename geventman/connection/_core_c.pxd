@@ -35,9 +35,11 @@ cdef class ConnectionCore:
     @cython.locals(size=Py_ssize_t, start=Py_ssize_t, length=Py_ssize_t, end=Py_ssize_t,
                    first=int)
     cpdef _feed_frames(self, bytes data)
+    cpdef _feed_http(self, bytes data)
     cpdef _feed_packages(self, data)
     cpdef _keep(self, rest, link)
     cpdef send(self, data, raw=*)
+    cpdef _hello(self, str text)
     cpdef bint _plain_frames(self)
     cpdef _write(self, data)
 

@@ -61,14 +61,12 @@ class Http:
     def input(buffer, connection):
         state = _state(connection)
         head = state.pending
-        if head is None and buffer.__class__ is bytes and state.parse.scanned == -1 \
-                and not state.parse.fed:
-            head = _heads.get(buffer)
-            if head is not None and len(buffer) <= connection.max_package_size \
-                    and head.head_end <= Http.header_limit:
+        if head is None and buffer.__class__ is bytes and \
+                len(buffer) <= connection.max_package_size:
+            head = known_head(buffer, state)
+            if head is not None:
                 state.pending = head   # the same bytes as a request already checked
                 return len(buffer)
-            head = None
         try:
             if head is None:
                 head = parser.read_head(buffer, state.parse, Http.header_limit)
@@ -103,7 +101,7 @@ class Http:
         else:
             body = package[head.head_end:] if head.length else b""
         previous = state.current
-        if previous is not None and "_form" in previous.__dict__:
+        if previous is not None and previous._parsed_form:
             previous.cleanup()   # temporary files of its uploads
         request = state.current = Request(head, connection, body)
         current_request.set(request)
@@ -161,6 +159,16 @@ class Http:
 HEAD_CACHE_BYTES = 512
 HEAD_CACHE_SIZE = 512
 _heads = {}
+
+
+def known_head(buffer, state):
+    """The Head of ``buffer`` if it is a whole request seen before and may be served
+    as it was then: nothing of another request is being read on this connection."""
+    head = _heads.get(buffer)
+    if head is None or state.pending is not None or state.parse.scanned != -1 or \
+            state.parse.fed or head.head_end > Http.header_limit:
+        return None
+    return head
 
 
 def _remember(buffer, head):

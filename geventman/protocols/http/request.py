@@ -19,6 +19,13 @@ class Request:
     """One HTTP request. ``get``, ``post``, ``cookie``, ``files``, ``server`` and
     ``session`` are the PHP superglobals of Workerman 3.x as attributes."""
 
+    #: A ResponseState once header()/set_cookie() is used (set on the request then).
+    response = None
+    #: A session.SessionState once the session is started.
+    session_state = None
+    #: True once the body was parsed as a form: its uploads are to be cleaned up.
+    _parsed_form = False
+
     def __init__(self, head, connection, body=b""):
         self.method = head.method
         self.version = head.version
@@ -26,8 +33,6 @@ class Request:
         self.body = body
         self.connection = connection
         self._head = head
-        self.response = None      # a ResponseState once header()/set_cookie() is used
-        self.session_state = None  # a session.SessionState once the session is started
 
     def __repr__(self):
         return "<Request %s %s HTTP/%s>" % (self.method, self.uri, self.version)
@@ -96,7 +101,9 @@ class Request:
 
     @cached_property
     def _form(self):
-        return forms.parse_body(self.body, self.headers.get("content-type"))
+        form = forms.parse_body(self.body, self.headers.get("content-type"))
+        self._parsed_form = True
+        return form
 
     @property
     def post(self):
@@ -146,6 +153,5 @@ class Request:
 
     def cleanup(self):
         """Delete the temporary files of uploads (the request is over)."""
-        form = self.__dict__.get("_form")
-        if form is not None:
-            form[1].cleanup()
+        if self._parsed_form:   # (a look at __dict__ would build one per request)
+            self._form[1].cleanup()

@@ -10,6 +10,7 @@ import email.utils
 import os
 import time
 import zlib
+from time import time as _time
 from http import HTTPStatus
 from urllib.parse import quote
 
@@ -120,7 +121,9 @@ def cookie_line(name, value="", max_age=None, path="", domain="", secure=False,
 
 # -- the fast path ----------------------------------------------------------------
 
-_clock = [0, b"", {}]   # [second, Date value, {keep_alive: head prefix}]
+_clock = [0, b""]   # [second, its Date value]
+#: [the time the heads below go stale, the head for keep-alive, the head for close]
+_hello = [0.0, b"", b""]
 
 
 def date():
@@ -129,22 +132,23 @@ def date():
     if now != _clock[0]:
         _clock[0] = now
         _clock[1] = email.utils.formatdate(now, usegmt=True).encode()
-        _clock[2] = {}
     return _clock[1]
 
 
 def hello_head(keep_alive):
     """``HTTP/1.1 200 OK`` ... up to ``Content-Length: `` for a plain string body."""
-    if int(time.time()) != _clock[0]:
-        date()
-    prefix = _clock[2].get(keep_alive)
-    if prefix is None:
-        prefix = _clock[2][keep_alive] = (
-            b"HTTP/1.1 200 OK\r\nServer: %s\r\nDate: %s\r\nContent-Type: %s\r\n"
-            b"Connection: %s\r\nContent-Length: " % (
-                SERVER, _clock[1], DEFAULT_TYPE.encode(),
-                b"keep-alive" if keep_alive else b"close"))
-    return prefix
+    if _time() >= _hello[0]:
+        _renew_hello()
+    return _hello[1] if keep_alive else _hello[2]
+
+
+def _renew_hello():
+    stamp = date()
+    _hello[1:] = [b"HTTP/1.1 200 OK\r\nServer: %s\r\nDate: %s\r\nContent-Type: %s\r\n"
+                  b"Connection: %s\r\nContent-Length: " % (
+                      SERVER, stamp, DEFAULT_TYPE.encode(), connection)
+                  for connection in (b"keep-alive", b"close")]
+    _hello[0] = _clock[0] + 1
 
 
 # -- the general path -------------------------------------------------------------
