@@ -61,6 +61,9 @@ class ConnectionCore:
         # the compiled build calls recv(2) and send(2) on it (_sockio.h); -1: the
         # socket object's methods, as the pure module always does.
         self._fd = -1
+        # websocket:// keeps its Session here once the handshake begins, and the frame
+        # type of what is sent (Workerman's websocketType); both read per message.
+        self.websocket = self.websocket_type = None
 
     def _arm(self):
         watcher = self._read_watcher
@@ -213,7 +216,7 @@ class ConnectionCore:
         all that follows it, goes the general way (_feed_packages)."""
         if self._pending is not None or self._recv_buffer:
             return self._feed_packages(data)
-        session = getattr(self, "websocket", None)
+        session = self.websocket
         if session is None or session.phase is not OPEN or session.message_opcode \
                 or session.client:
             return self._feed_packages(data)
@@ -227,12 +230,15 @@ class ConnectionCore:
             if (first != 0x81 and first != 0x82) or length >= 126 or end > size \
                     or 6 + length > self.max_package_size:
                 break
-            payload = apply_mask(data[start + 6:end], data[start + 2:start + 6])
-            if first == 0x81:
-                try:
-                    payload = payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    break  # receive() fails the connection
+            try:
+                if COMPILED:  # unmasked and decoded into one new object (_sockio.h)
+                    payload = gm_unmask(data, start + 2, length, first == 0x81)  # noqa: F821
+                else:
+                    payload = apply_mask(data[start + 6:end], data[start + 2:start + 6])
+                    if first == 0x81:
+                        payload = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                break  # receive() fails the connection
             start = end
             statistics["total_request"] += 1
             self._deliver(payload)
@@ -412,9 +418,9 @@ class ConnectionCore:
     def _plain_frames(self):
         """websocket:// is open on our server side with no extension and no forced
         frame type: a message is sent in a frame of its own kind, as it is."""
-        session = getattr(self, "websocket", None)
+        session = self.websocket
         return session is not None and session.phase is OPEN and session.deflate is None \
-            and not session.client and getattr(self, "websocket_type", None) is None
+            and not session.client and self.websocket_type is None
 
     def send_soon(self, data):
         """Write raw ``data`` once the runner has served every wake-up of this turn of

@@ -8,6 +8,7 @@ cimport cython
 cdef extern from "_sockio.h":
     object gm_recv(int fd, Py_ssize_t size)
     Py_ssize_t gm_send(int fd, object data) except -1
+    object gm_unmask(bytes frame, Py_ssize_t key_at, Py_ssize_t length, bint text)
 
 cdef bint COMPILED
 cdef list _TEXT_HEADS
@@ -19,6 +20,7 @@ cdef bint _drain_pending
 cdef class ConnectionCore:
     cdef public object protocol, state, on_message
     cdef public object _sock, _read_watcher, _write_watcher, _tls
+    cdef public object websocket, websocket_type
     cdef public object _recv_buffer, _pending, _batch, _send_buffer
     cdef public bint _busy, _paused
     cdef public Py_ssize_t _link, _package_length, bytes_read, bytes_written

@@ -53,4 +53,24 @@ static Py_ssize_t gm_send(int fd, PyObject *data)
     return (Py_ssize_t)sent;
 }
 
+/* The payload of a short masked frame whose bounds the caller checked: `length`
+ * (at most 125) bytes after the 4-byte key at `key_at` in `frame` (exactly bytes),
+ * unmasked (RFC 6455 5.3); a str when `text` (NULL with UnicodeDecodeError raised when
+ * it is not UTF-8), else bytes. One object made, where slicing, apply_mask and decode
+ * would make four. */
+static PyObject *gm_unmask(PyObject *frame, Py_ssize_t key_at, Py_ssize_t length, int text)
+{
+    const unsigned char *key = (const unsigned char *)PyBytes_AS_STRING(frame) + key_at;
+    const unsigned char *masked = key + 4;
+    unsigned char plain[128];
+    Py_ssize_t i;
+    if (length > 125)
+        length = 125;
+    for (i = 0; i < length; i++)
+        plain[i] = masked[i] ^ key[i & 3];
+    if (text)
+        return PyUnicode_DecodeUTF8((const char *)plain, length, NULL);
+    return PyBytes_FromStringAndSize((const char *)plain, length);
+}
+
 #endif

@@ -132,13 +132,12 @@ class Session:
 
 def session_of(connection, client=False):
     """The connection's Session, made on first use (``send`` may come before any input)."""
-    try:
-        return connection.websocket
-    except AttributeError:
+    session = getattr(connection, "websocket", None)
+    if session is None:
         session = connection.websocket = Session(client)
         if getattr(connection, "websocket_type", None) is None:  # read on every send
             connection.websocket_type = getattr(connection.worker, "websocket_type", None)
-        return session
+    return session
 
 
 # -- reading ---------------------------------------------------------------------

@@ -61,9 +61,8 @@ class Websocket:
 
     @staticmethod
     def input(buffer, connection):
-        try:
-            session = connection.websocket
-        except AttributeError:
+        session = getattr(connection, "websocket", None)  # None: no Session yet
+        if session is None:
             session = session_of(connection)
         if session.phase is OPEN:
             return frame_length(buffer, connection, session)
@@ -82,9 +81,8 @@ class Websocket:
 
     @staticmethod
     def encode(data, connection):
-        try:
-            session = connection.websocket
-        except AttributeError:
+        session = getattr(connection, "websocket", None)  # None: no Session yet
+        if session is None:
             session = session_of(connection)
         if session.phase is OPEN:
             return message_frame(data, connection, session)

@@ -32,13 +32,12 @@ CONNECT_FAIL = 1  # on_error code, as geventman.connection.tcp.CONNECT_FAIL (Wor
 
 
 def _session(connection):
-    try:
-        return connection.websocket
-    except AttributeError:
+    session = getattr(connection, "websocket", None)
+    if session is None:
         session = connection.websocket = Session(client=True)
         if getattr(connection, "websocket_type", None) is None:
             connection.websocket_type = None
-        return session
+    return session
 
 
 class Ws:
