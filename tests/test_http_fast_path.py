@@ -13,7 +13,7 @@ import pytest
 
 from geventman.connection.tcp import State
 from geventman.protocols import http
-from geventman.protocols.http import Http, Response, forms
+from geventman.protocols.http import Http, Response, forms, response
 from websocket_support import server_connection
 
 GET = b"GET /fast HTTP/1.1\r\nHost: example.com\r\n\r\n"
@@ -58,6 +58,20 @@ def test_a_repeated_request_skips_input_decode_and_encode(calls):
         assert normal(connection.sink.take()) == normal(first)
     assert calls == {"input": 1, "decode": 1, "encode": 0}
     assert first.startswith(b"HTTP/1.1 200 OK\r\n") and first.endswith(b"\r\n\r\nHello, World!")
+
+
+def test_the_fast_answer_renews_its_head_when_the_second_changes(calls):
+    connection = http_connection(hello)
+    connection._feed(GET)
+    connection.sink.take()
+    # As if the second of the prebuilt heads were over: the next answer makes new ones
+    # (and so leaves them right for the tests after this one).
+    response._hello[:] = [0.0, b"stale keep-alive head: ", b"stale close head: "]
+    connection._feed(GET)
+    answer = connection.sink.take()
+    assert calls["encode"] == 0
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\nServer: geventman\r\nDate: "), answer
+    assert b"Date: %s\r\n" % response.date() in answer
 
 
 def test_the_fast_request_is_the_request_decode_would_give(calls):

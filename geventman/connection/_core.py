@@ -23,7 +23,7 @@ from geventman.protocols._wsframe import OPEN, apply_mask
 from geventman.protocols.http.context import current_request
 from geventman.protocols.http.protocol import Http, known_head
 from geventman.protocols.http.request import Request
-from geventman.protocols.http.response import hello_head
+from geventman.protocols.http.response import _hello, _renew_hello, _time
 from geventman.protocols.text import Text
 from geventman.protocols.websocket import Websocket
 from geventman.runtime import CALLBACK_ERRORS, callback_failed, statistics
@@ -413,7 +413,9 @@ class ConnectionCore:
             return Http.encode(text, self)
         state.answered = request
         body = text.encode()
-        return b"%b%d\r\n\r\n%b" % (hello_head(True), len(body), body)
+        if _time() >= _hello[0]:   # response.hello_head(True), without its call
+            _renew_hello()
+        return b"%b%d\r\n\r\n%b" % (_hello[1], len(body), body)
 
     def _plain_frames(self):
         """websocket:// is open on our server side with no extension and no forced

@@ -122,7 +122,8 @@ def cookie_line(name, value="", max_age=None, path="", domain="", secure=False,
 # -- the fast path ----------------------------------------------------------------
 
 _clock = [0, b""]   # [second, its Date value]
-#: [the time the heads below go stale, the head for keep-alive, the head for close]
+#: [the time the heads below go stale, the head for keep-alive, the head for close];
+#: the connection core reads it too (ConnectionCore._hello), and renews it the same way.
 _hello = [0.0, b"", b""]
 
 
@@ -148,7 +149,7 @@ def _renew_hello():
                   b"Connection: %s\r\nContent-Length: " % (
                       SERVER, stamp, DEFAULT_TYPE.encode(), connection)
                   for connection in (b"keep-alive", b"close")]
-    _hello[0] = _clock[0] + 1
+    _hello[0] = float(_clock[0] + 1)   # a float: compared with time() per answer
 
 
 # -- the general path -------------------------------------------------------------
