@@ -97,7 +97,11 @@ def test_the_uploads_of_the_last_request_go_when_a_fast_one_comes(monkeypatch, c
     body = (b"--zz\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x.bin\"\r\n"
             b"\r\n" + os.urandom(5000) + b"\r\n--zz--\r\n")
     uploads = []
-    connection = http_connection(lambda c, request: (uploads.extend(request.files), hello(c, request)))
+
+    def keep_uploads(connection, request):
+        uploads.extend(request.files)
+        hello(connection, request)
+    connection = http_connection(keep_uploads)
     connection._feed(GET)
     connection._feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: multipart/form-data; "
                      b"boundary=zz\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))

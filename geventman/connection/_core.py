@@ -264,8 +264,8 @@ class ConnectionCore:
         if self._pending is None and not self._recv_buffer and not self._paused and \
                 self.state is ESTABLISHED:
             state = getattr(self, "_http", None)
-            if state is not None and len(data) <= self.max_package_size:
-                head = known_head(data, state)
+            if state is not None and not state.timed and len(data) <= self.max_package_size:
+                head = known_head(data, state)   # (timed: decode has a watch to end)
         if head is None:
             return self._feed_packages(data)
         statistics["total_request"] += 1

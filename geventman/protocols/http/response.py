@@ -10,8 +10,8 @@ import email.utils
 import os
 import time
 import zlib
-from time import time as _time
 from http import HTTPStatus
+from time import time as _time
 from urllib.parse import quote
 
 from geventman.protocols.http import mime
