@@ -254,7 +254,7 @@ def _stopping(connection):
     client learns it from ``Connection: close`` instead of finding the socket shut
     as it sends its next request (RFC 9112 9.6)."""
     worker = connection.worker
-    return worker is not None and worker.__dict__.get("_stopping", False)
+    return worker is not None and getattr(worker, "_stopping", False)  # as the core reads it
 
 
 def _bytes(data):
